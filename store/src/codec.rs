@@ -1,0 +1,104 @@
+//! Record encoding: one format-version byte, then postcard.
+//!
+//! redb's `Value::from_bytes` cannot fail, so typed values would have to panic on bad bytes.
+//! Tables therefore store `&[u8]` and every read decodes here, turning damage into
+//! [`Error::Corrupt`] that names the table and key.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Version byte written before every record. Bump it (and add a migration) when a record's
+/// shape changes.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Encodes a record with its version byte.
+pub fn encode<T: Serialize>(
+    table: &'static str,
+    key: &dyn std::fmt::Display,
+    value: &T,
+) -> Result<Vec<u8>> {
+    let mut out = vec![FORMAT_VERSION];
+    postcard::to_io(value, &mut out).map_err(|e| Error::Corrupt {
+        table,
+        key: key.to_string(),
+        reason: format!("cannot encode: {e}"),
+    })?;
+    Ok(out)
+}
+
+/// Decodes a record written by [`encode`].
+///
+/// # Errors
+/// [`Error::Corrupt`] when the version byte is unknown or the bytes do not decode.
+pub fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    key: &dyn std::fmt::Display,
+    bytes: &[u8],
+) -> Result<T> {
+    let corrupt = |reason: String| Error::Corrupt {
+        table,
+        key: key.to_string(),
+        reason,
+    };
+    match bytes.split_first() {
+        None => Err(corrupt("empty value".into())),
+        Some((&FORMAT_VERSION, body)) => {
+            let (value, rest) = postcard::take_from_bytes(body)
+                .map_err(|e| corrupt(format!("cannot decode: {e}")))?;
+            if rest.is_empty() {
+                Ok(value)
+            } else {
+                Err(corrupt(format!("{} trailing bytes", rest.len())))
+            }
+        }
+        Some((v, _)) => Err(corrupt(format!("unknown format version {v}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct R {
+        a: u64,
+        b: String,
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = R {
+            a: 7,
+            b: "x".into(),
+        };
+        let bytes = encode("t", &"k", &r).unwrap_or_default();
+        assert_eq!(bytes.first(), Some(&FORMAT_VERSION));
+        assert_eq!(decode::<R>("t", &"k", &bytes).ok(), Some(r));
+    }
+
+    #[test]
+    fn damage_is_an_error_naming_table_and_key() {
+        for bad in [
+            &[][..],
+            &[9, 1, 2][..],
+            &[FORMAT_VERSION, 0xff, 0xff, 0xff][..],
+        ] {
+            let err = decode::<R>("images", &"ns/name", bad).err();
+            let msg = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains("images") && msg.contains("ns/name"), "{msg}");
+        }
+        let mut trailing = encode(
+            "t",
+            &"k",
+            &R {
+                a: 1,
+                b: String::new(),
+            },
+        )
+        .unwrap_or_default();
+        trailing.push(0);
+        assert!(decode::<R>("t", &"k", &trailing).is_err());
+    }
+}

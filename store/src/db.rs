@@ -1,0 +1,264 @@
+//! `meta.redb`: the tables, opening with an integrity check, the schema version, and typed
+//! record access.
+//!
+//! Every record table maps a `(namespace, name)` key to `[version byte] ++ postcard` bytes
+//! (see [`crate::codec`]); `docs/format.md` lists every table, key and value.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::error::{Error, Result};
+
+/// Schema version this build writes. Older files are migrated at open in one transaction.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Store-wide values: `schema_version` (u32 LE), `next_id` (u64 LE).
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// namespace -> `NamespaceRecord`.
+pub const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespaces");
+/// (namespace, digest) -> `BlobRecord`.
+pub const BLOBS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("blobs");
+/// (namespace, ref) -> `IngestRecord`.
+pub const INGESTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ingests");
+/// (namespace, image name) -> `ImageRecord`.
+pub const IMAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("images");
+/// (namespace, lease id) -> `LeaseRecord`.
+pub const LEASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("leases");
+/// (namespace, lease id, resource type, resource id) -> ().
+pub const LEASE_RESOURCES: TableDefinition<(&str, &str, &str, &str), ()> =
+    TableDefinition::new("lease_resources");
+/// (namespace, container id) -> `ContainerRecord`.
+pub const CONTAINERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("containers");
+
+const KEY_SCHEMA_VERSION: &str = "schema_version";
+const KEY_NEXT_ID: &str = "next_id";
+
+/// A `(namespace, name)` key rendered for error messages.
+#[derive(Debug)]
+pub struct NsKey<'a>(pub &'a str, pub &'a str);
+
+impl fmt::Display for NsKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.0, self.1)
+    }
+}
+
+/// The open metadata database.
+#[derive(Debug)]
+pub struct Db {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+impl Db {
+    /// Opens (or creates) `path`, checking its integrity, then brings its schema up to
+    /// [`SCHEMA_VERSION`].
+    ///
+    /// # Errors
+    /// [`Error::DatabaseDamaged`] naming the file when its bytes are damaged or it is not a
+    /// redb file (never a panic: a panic inside redb is caught and reported the same way);
+    /// [`Error::SchemaTooNew`] when a newer strata wrote it.
+    pub fn open(path: &Path, cache_size: usize) -> Result<Db> {
+        let damaged = |detail: String| Error::DatabaseDamaged {
+            path: path.to_owned(),
+            detail,
+        };
+        let mut builder = redb::Builder::new();
+        builder
+            .set_cache_size(cache_size)
+            .set_check_integrity_on_open(true);
+        // redb documents that a file altered outside redb may make it panic; a damaged file
+        // must give an error that names it, not a crash.
+        let opened = catch_unwind(AssertUnwindSafe(|| builder.create(path)));
+        let db = match opened {
+            Err(_) => return Err(damaged("redb panicked while reading it".into())),
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(classify_open_error(path, e)),
+        };
+        let db = Db {
+            db,
+            path: path.to_owned(),
+        };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts a read transaction (an MVCC snapshot; never blocked by writers).
+    pub fn read(&self) -> Result<redb::ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Starts the write transaction. Commits are `Durability::Immediate` (redb's default).
+    pub fn write(&self) -> Result<redb::WriteTransaction> {
+        Ok(self.db.begin_write()?)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let txn = self.write()?;
+        let found = {
+            let meta = txn.open_table(META)?;
+            let v = meta.get(KEY_SCHEMA_VERSION)?;
+            match v {
+                None => None,
+                Some(g) => Some(read_u32(g.value()).ok_or_else(|| Error::Corrupt {
+                    table: "meta",
+                    key: KEY_SCHEMA_VERSION.into(),
+                    reason: "not a 4-byte integer".into(),
+                })?),
+            }
+        };
+        match found {
+            Some(v) if v == SCHEMA_VERSION => {
+                // Nothing to do: abort rather than commit, so an open costs no fsync.
+                txn.abort()?;
+                return Ok(());
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(Error::SchemaTooNew {
+                    path: self.path.clone(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            // Versions below SCHEMA_VERSION get their migrations here, in this one
+            // transaction, in order. Version 1 is the first schema, so there are none yet.
+            _ => {}
+        }
+        {
+            // Creating every table up front lets read transactions open them unconditionally.
+            txn.open_table(NAMESPACES)?;
+            txn.open_table(BLOBS)?;
+            txn.open_table(INGESTS)?;
+            txn.open_table(IMAGES)?;
+            txn.open_table(LEASES)?;
+            txn.open_table(LEASE_RESOURCES)?;
+            txn.open_table(CONTAINERS)?;
+            let mut meta = txn.open_table(META)?;
+            meta.insert(KEY_SCHEMA_VERSION, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn classify_open_error(path: &Path, e: redb::DatabaseError) -> Error {
+    let damaged = |detail: String| Error::DatabaseDamaged {
+        path: path.to_owned(),
+        detail,
+    };
+    match e {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(s)) => damaged(s),
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData
+                || io.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            damaged(format!("not a readable redb database ({io})"))
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => Error::io("open", path, io),
+        redb::DatabaseError::RepairAborted => {
+            damaged("repair after an unclean shutdown was aborted".into())
+        }
+        redb::DatabaseError::UpgradeRequired(v) => damaged(format!(
+            "written in redb file format {v}, which needs an upgrade"
+        )),
+        redb::DatabaseError::DatabaseAlreadyOpen => Error::StoreBusy {
+            root: path.to_owned(),
+            pid: None,
+        },
+        other => Error::Db(other.into()),
+    }
+}
+
+fn read_u32(bytes: &[u8]) -> Option<u32> {
+    <[u8; 4]>::try_from(bytes).ok().map(u32::from_le_bytes)
+}
+
+/// Allocates the next store-wide id (ingest and snapshot directory names). Ids are never
+/// reused, so a directory always maps back to at most one record.
+pub fn next_id(txn: &redb::WriteTransaction) -> Result<u64> {
+    let mut meta = txn.open_table(META)?;
+    let current = match meta.get(KEY_NEXT_ID)? {
+        None => 1,
+        Some(g) => <[u8; 8]>::try_from(g.value())
+            .map(u64::from_le_bytes)
+            .map_err(|_| Error::Corrupt {
+                table: "meta",
+                key: KEY_NEXT_ID.into(),
+                reason: "not an 8-byte integer".into(),
+            })?,
+    };
+    meta.insert(
+        KEY_NEXT_ID,
+        current.saturating_add(1).to_le_bytes().as_slice(),
+    )?;
+    Ok(current)
+}
+
+/// Reads and decodes one `(ns, name)` record.
+pub fn get<T: DeserializeOwned>(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    name: &'static str,
+    ns: &str,
+    key: &str,
+) -> Result<Option<T>> {
+    match table.get((ns, key))? {
+        None => Ok(None),
+        Some(g) => codec::decode(name, &NsKey(ns, key), g.value()).map(Some),
+    }
+}
+
+/// Encodes and writes one `(ns, name)` record.
+pub fn put<T: Serialize>(
+    table: &mut redb::Table<(&'static str, &'static str), &'static [u8]>,
+    name: &'static str,
+    ns: &str,
+    key: &str,
+    value: &T,
+) -> Result<()> {
+    let bytes = codec::encode(name, &NsKey(ns, key), value)?;
+    table.insert((ns, key), bytes.as_slice())?;
+    Ok(())
+}
+
+/// Every record of one namespace, in key order.
+pub fn list<T: DeserializeOwned>(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    name: &'static str,
+    ns: &str,
+) -> Result<Vec<(String, T)>> {
+    let mut out = Vec::new();
+    for item in table.range((ns, "")..)? {
+        let (k, v) = item?;
+        let (kns, key) = k.value();
+        if kns != ns {
+            break;
+        }
+        out.push((
+            key.to_owned(),
+            codec::decode(name, &NsKey(ns, key), v.value())?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Whether a namespace has at least one record in `table`.
+pub fn any_in_namespace(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    ns: &str,
+) -> Result<bool> {
+    match table.range((ns, "")..)?.next() {
+        None => Ok(false),
+        Some(item) => Ok(item?.0.value().0 == ns),
+    }
+}

@@ -1,0 +1,1 @@
+//! strata-tests holds only test and benchmark targets.
