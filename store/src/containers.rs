@@ -121,7 +121,7 @@ impl Containers<'_> {
         namespaces::ensure(&txn, ns)?;
         {
             let mut t = txn.open_table(CONTAINERS)?;
-            if db::get::<serde::de::IgnoredAny>(&t, TABLE, ns, &container.id)?.is_some() {
+            if db::exists(&t, ns, &container.id)? {
                 return Err(Error::already_exists("container", &container.id));
             }
             db::put(&mut t, TABLE, ns, &container.id, &container)?;

@@ -52,7 +52,8 @@ impl fmt::Display for NsKey<'_> {
 /// The open metadata database.
 #[derive(Debug)]
 pub struct Db {
-    db: redb::Database,
+    /// `None` only while closing (see `Drop`).
+    db: Option<redb::Database>,
     path: PathBuf,
 }
 
@@ -69,6 +70,7 @@ impl Db {
             path: path.to_owned(),
             detail,
         };
+        crate::seal::verify_and_remove(path)?;
         let mut builder = redb::Builder::new();
         builder
             .set_cache_size(cache_size)
@@ -82,7 +84,7 @@ impl Db {
             Ok(Err(e)) => return Err(classify_open_error(path, e)),
         };
         let db = Db {
-            db,
+            db: Some(db),
             path: path.to_owned(),
         };
         db.migrate()?;
@@ -96,12 +98,16 @@ impl Db {
 
     /// Starts a read transaction (an MVCC snapshot; never blocked by writers).
     pub fn read(&self) -> Result<redb::ReadTransaction> {
-        Ok(self.db.begin_read()?)
+        Ok(self.database()?.begin_read()?)
     }
 
     /// Starts the write transaction. Commits are `Durability::Immediate` (redb's default).
     pub fn write(&self) -> Result<redb::WriteTransaction> {
-        Ok(self.db.begin_write()?)
+        Ok(self.database()?.begin_write()?)
+    }
+
+    fn database(&self) -> Result<&redb::Database> {
+        self.db.as_ref().ok_or(Error::Db(redb::Error::DatabaseClosed))
     }
 
     fn migrate(&self) -> Result<()> {
@@ -149,6 +155,21 @@ impl Db {
         }
         txn.commit()?;
         Ok(())
+    }
+}
+
+impl Drop for Db {
+    /// Closes redb (surfacing errors a plain drop would swallow) and seals the file.
+    fn drop(&mut self) {
+        let Some(db) = self.db.take() else { return };
+        match db.close() {
+            Ok(()) => {
+                if let Err(e) = crate::seal::write(&self.path) {
+                    tracing::warn!(error = %e, "could not seal the metadata database");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, path = %self.path.display(), "closing the metadata database failed"),
+        }
     }
 }
 
@@ -248,6 +269,32 @@ pub fn list<T: DeserializeOwned>(
             key.to_owned(),
             codec::decode(name, &NsKey(ns, key), v.value())?,
         ));
+    }
+    Ok(out)
+}
+
+/// Whether `(ns, key)` has a record (without decoding it).
+pub fn exists(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    ns: &str,
+    key: &str,
+) -> Result<bool> {
+    Ok(table.get((ns, key))?.is_some())
+}
+
+/// The keys of one namespace's records, in order (without decoding them).
+pub fn keys(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    ns: &str,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for item in table.range((ns, "")..)? {
+        let (k, _) = item?;
+        let (kns, key) = k.value();
+        if kns != ns {
+            break;
+        }
+        out.push(key.to_owned());
     }
     Ok(out)
 }

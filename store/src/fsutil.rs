@@ -65,6 +65,20 @@ pub fn make_read_only(file: &File, path: &Path) -> Result<()> {
         .map_err(|e| Error::io("chmod", path, e))
 }
 
+/// Gives the owner write permission on `path` again; a missing file is fine.
+pub fn make_writable(path: &Path) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o200 == 0 => {
+            let mode = meta.permissions().mode() | 0o200;
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io("chmod", path, e))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
 /// Removes a directory tree; a missing one is fine.
 pub fn remove_dir_all(dir: &Path) -> Result<()> {
     match fs::remove_dir_all(dir) {

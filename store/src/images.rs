@@ -169,7 +169,7 @@ impl Images<'_> {
         namespaces::ensure(&txn, ns)?;
         {
             let mut t = txn.open_table(IMAGES)?;
-            if db::get::<serde::de::IgnoredAny>(&t, TABLE, ns, &image.name)?.is_some() {
+            if db::exists(&t, ns, &image.name)? {
                 return Err(Error::already_exists("image", &image.name));
             }
             db::put(&mut t, TABLE, ns, &image.name, &rec)?;

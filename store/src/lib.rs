@@ -38,6 +38,7 @@ pub mod images;
 pub mod leases;
 mod lock;
 pub mod namespaces;
+mod seal;
 mod store;
 pub mod timestamp;
 

@@ -164,7 +164,7 @@ impl Namespaces<'_> {
                 ingests.remove((name, r.as_str()))?;
             }
             let mut leases = txn.open_table(LEASES)?;
-            for (id, _) in db::list::<serde::de::IgnoredAny>(&leases, "leases", name)? {
+            for id in db::keys(&leases, name)? {
                 leases.remove((name, id.as_str()))?;
             }
             crate::leases::remove_resources(&txn, name, None)?;

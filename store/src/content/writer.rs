@@ -193,6 +193,9 @@ impl Writer {
             }
         }
         fsutil::create_dir(&dir)?;
+        // A crash between a commit's chmod and its rename leaves a read-only `data`; it is
+        // still this ingest's bytes, so make it writable again before resuming.
+        fsutil::make_writable(&data_path)?;
         let mut file = fsutil::open_append(&data_path)?;
         // Resume: the bytes on disk are the ingest so far; rebuild the hash from them.
         let mut hasher = algorithm.hasher();
@@ -360,14 +363,7 @@ impl Writer {
             .blob_files
             .read()
             .map_err(|_| Error::Unavailable("blob file lock poisoned".into()))?;
-        if db::get::<serde::de::IgnoredAny>(
-            &store.db().read()?.open_table(BLOBS)?,
-            BLOBS_TABLE,
-            &ns,
-            &key,
-        )?
-        .is_some()
-        {
+        if db::exists(&store.db().read()?.open_table(BLOBS)?, &ns, &key)? {
             self.discard_ingest()?;
             return Err(Error::already_exists("blob", key));
         }
@@ -390,7 +386,7 @@ impl Writer {
         let txn = store.db().write()?;
         {
             let mut blobs = txn.open_table(BLOBS)?;
-            if db::get::<serde::de::IgnoredAny>(&blobs, BLOBS_TABLE, &ns, &key)?.is_some() {
+            if db::exists(&blobs, &ns, &key)? {
                 drop(blobs);
                 txn.abort()?;
                 self.discard_ingest()?;

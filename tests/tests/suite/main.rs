@@ -1,1 +1,18 @@
+//! strata's integration suites, compiled into one test binary (one link step on 2 cores).
+//!
+//! - `content`, `leases`, `namespaces`, `images`, `containers`: conformance with
+//!   containerd's semantics (reference sections 3, 4, 6 and 10);
+//! - `open`: opening, locking and damaged databases;
+//! - `crash`: a child process killed with SIGKILL at every content failpoint, then reopened;
+//! - `model`: a property test of ingest/commit/abort/reopen against a simple model.
 
+mod support;
+
+mod containers;
+mod content;
+mod crash;
+mod images;
+mod leases;
+mod model;
+mod namespaces;
+mod open;

@@ -1,0 +1,69 @@
+//! Helpers shared by the suites.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use strata_store::content::WriterOptions;
+use strata_store::{Digest, Scope, Store, StoreOptions};
+use tempfile::TempDir;
+
+/// A store in a fresh temporary directory, removed when dropped.
+pub struct TestStore {
+    pub store: Store,
+    pub dir: TempDir,
+}
+
+impl TestStore {
+    pub fn new() -> TestStore {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), small_options()).expect("open store");
+        TestStore { store, dir }
+    }
+
+    /// Closes the store and opens it again on the same root.
+    pub fn reopen(self) -> TestStore {
+        let TestStore { store, dir } = self;
+        drop(store);
+        let store = Store::open(dir.path(), small_options()).expect("reopen store");
+        TestStore { store, dir }
+    }
+}
+
+pub fn small_options() -> StoreOptions {
+    let mut o = StoreOptions::default();
+    o.cache_size = 4 << 20;
+    o
+}
+
+pub fn scope(ns: &str) -> Scope {
+    Scope::new(ns).expect("valid namespace")
+}
+
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// Writes `data` under `reference` and commits it with `labels`, returning the digest.
+pub fn put_blob(store: &Store, scope: &Scope, reference: &str, data: &[u8], lbls: BTreeMap<String, String>) -> Digest {
+    let mut w = store.content().writer(scope, reference, WriterOptions::default()).expect("open writer");
+    w.write_all(data).expect("write");
+    w.commit(data.len() as u64, None, lbls).expect("commit")
+}
+
+/// The sha256 digest of `data`.
+pub fn sha256(data: &[u8]) -> Digest {
+    Digest::of(strata_store::Algorithm::Sha256, data)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
