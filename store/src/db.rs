@@ -107,7 +107,9 @@ impl Db {
     }
 
     fn database(&self) -> Result<&redb::Database> {
-        self.db.as_ref().ok_or(Error::Db(redb::Error::DatabaseClosed))
+        self.db
+            .as_ref()
+            .ok_or(Error::Db(redb::Error::DatabaseClosed))
     }
 
     fn migrate(&self) -> Result<()> {
@@ -168,7 +170,9 @@ impl Drop for Db {
                     tracing::warn!(error = %e, "could not seal the metadata database");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, path = %self.path.display(), "closing the metadata database failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %self.path.display(), "closing the metadata database failed")
+            }
         }
     }
 }

@@ -51,7 +51,7 @@ impl Lease {
     pub fn expire_label(after: Duration) -> (String, String) {
         (
             LABEL_EXPIRE.to_owned(),
-            Timestamp::now().add(after).to_rfc3339(),
+            Timestamp::now().plus(after).to_rfc3339(),
         )
     }
 }

@@ -25,7 +25,8 @@ fn seal_path(meta: &Path) -> PathBuf {
 }
 
 fn fingerprint(meta: &Path) -> Result<(u64, Digest)> {
-    let mut file = fsutil::open_read(meta)?.ok_or_else(|| Error::not_found("database file", meta.display().to_string()))?;
+    let mut file = fsutil::open_read(meta)?
+        .ok_or_else(|| Error::not_found("database file", meta.display().to_string()))?;
     let mut h = Algorithm::Sha256.hasher();
     let len = fsutil::read_chunks(&mut file, meta, |c| h.update(c))?;
     Ok((len, h.finish()))
@@ -44,7 +45,11 @@ pub fn verify_and_remove(meta: &Path) -> Result<()> {
         Err(e) => return Err(Error::io("read", &path, e)),
     };
     let mut parts = text.split_whitespace();
-    let sealed = match (parts.next(), parts.next().and_then(|l| l.parse::<u64>().ok()), parts.next()) {
+    let sealed = match (
+        parts.next(),
+        parts.next().and_then(|l| l.parse::<u64>().ok()),
+        parts.next(),
+    ) {
         (Some(MAGIC), Some(len), Some(digest)) => digest.parse::<Digest>().ok().map(|d| (len, d)),
         _ => None,
     };
@@ -80,7 +85,8 @@ pub fn write(meta: &Path) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, format!("{MAGIC} {len} {digest}\n")).map_err(|e| Error::io("write", &tmp, e))?;
+    fs::write(&tmp, format!("{MAGIC} {len} {digest}\n"))
+        .map_err(|e| Error::io("write", &tmp, e))?;
     let f = fs::File::open(&tmp).map_err(|e| Error::io("open", &tmp, e))?;
     fsutil::sync_file(&f, &tmp)?;
     fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;

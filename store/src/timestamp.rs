@@ -23,7 +23,7 @@ impl Timestamp {
     }
 
     /// This time plus `d`, saturating.
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         Timestamp(
             self.0
                 .saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
@@ -70,7 +70,7 @@ mod tests {
     #[test]
     fn add_saturates() {
         assert_eq!(
-            Timestamp(i64::MAX - 1).add(Duration::from_secs(5)),
+            Timestamp(i64::MAX - 1).plus(Duration::from_secs(5)),
             Timestamp(i64::MAX)
         );
     }

@@ -144,7 +144,7 @@ impl Writer {
                     expires_at: scope
                         .lease()
                         .is_none()
-                        .then(|| now.add(store.inner.options.ingest_expiry)),
+                        .then(|| now.plus(store.inner.options.ingest_expiry)),
                 };
                 db::put(
                     &mut txn.open_table(INGESTS)?,
@@ -182,15 +182,12 @@ impl Writer {
             started_at: record.started_at,
             _guard: guard,
         };
-        if !data_path.exists() {
-            if let Some(shared) = writer.shareable_blob()? {
-                writer.offset = shared.1;
-                writer.data = Data::Shared {
-                    digest: shared.0,
-                    size: shared.1,
-                };
-                return Ok(writer);
-            }
+        if !data_path.exists()
+            && let Some((digest, size)) = writer.shareable_blob()?
+        {
+            writer.offset = size;
+            writer.data = Data::Shared { digest, size };
+            return Ok(writer);
         }
         fsutil::create_dir(&dir)?;
         // A crash between a commit's chmod and its rename leaves a read-only `data`; it is
@@ -345,13 +342,13 @@ impl Writer {
                 self.reference
             )));
         }
-        if let Some(expected) = expected {
-            if *expected != digest {
-                return Err(Error::FailedPrecondition(format!(
-                    "ingest {:?}: unexpected commit digest {digest}, expected {expected}",
-                    self.reference
-                )));
-            }
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "ingest {:?}: unexpected commit digest {digest}, expected {expected}",
+                self.reference
+            )));
         }
         let store = self.store.clone();
         let ns = self.scope.namespace().to_owned();
@@ -366,6 +363,17 @@ impl Writer {
         if db::exists(&store.db().read()?.open_table(BLOBS)?, &ns, &key)? {
             self.discard_ingest()?;
             return Err(Error::already_exists("blob", key));
+        }
+        if let Data::Shared { digest, size } = &self.data {
+            // Adopting a file that is already published: it must still be there now that the
+            // lock keeps the sweep out.
+            let path = store.layout().blob(digest);
+            if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(*size) {
+                return Err(Error::FailedPrecondition(format!(
+                    "ingest {:?}: blob {digest} is no longer on disk; write its bytes instead",
+                    self.reference
+                )));
+            }
         }
         if let Data::File(file) = &self.data {
             let path = self.data_path();

@@ -158,7 +158,7 @@ fn kill_after_rename() {
     let (_d, store) = crash_at("content.commit.after_rename");
     assert!(!blob_recorded(&store), "no record before the transaction");
     assert!(store.layout().blob(&sha256(&payload())).exists(), "the published file is an orphan until reconcile");
-    resume_and_commit(&store, None);
+    resume_and_commit(&store, Some(0));
     check_invariants(&store);
 }
 
@@ -166,7 +166,7 @@ fn kill_after_rename() {
 fn kill_after_dir_sync() {
     let (_d, store) = crash_at("content.commit.after_dir_sync");
     assert!(!blob_recorded(&store));
-    resume_and_commit(&store, None);
+    resume_and_commit(&store, Some(0));
 }
 
 #[test]
