@@ -130,7 +130,8 @@ impl Containers<'_> {
         Ok(container)
     }
 
-    /// Updates labels (`labels`, `labels.<k>`) or `image`; no paths replaces labels.
+    /// Updates by field paths `labels`, `labels.<k>`, `image`, `snapshotkey`; no paths replaces
+    /// all three (runtime and snapshotter must stay as they are).
     ///
     /// # Errors
     /// NotFound; InvalidArgument for another path.
@@ -147,11 +148,23 @@ impl Containers<'_> {
             let mut cur: Container = db::get(&t, TABLE, ns, &container.id)?
                 .ok_or_else(|| Error::not_found("container", &container.id))?;
             if paths.is_empty() {
+                // A full update replaces every mutable field; the runtime and snapshotter of
+                // a container never change.
+                if container.runtime != cur.runtime || container.snapshotter != cur.snapshotter {
+                    return Err(Error::InvalidArgument(format!(
+                        "container {:?}: runtime and snapshotter cannot be changed",
+                        container.id
+                    )));
+                }
                 cur.labels = validate_labels(container.labels.clone())?;
+                cur.image.clone_from(&container.image);
+                cur.snapshot_key.clone_from(&container.snapshot_key);
             }
             for path in paths {
                 if *path == "image" {
-                    cur.image = container.image.clone();
+                    cur.image.clone_from(&container.image);
+                } else if *path == "snapshotkey" {
+                    cur.snapshot_key.clone_from(&container.snapshot_key);
                 } else if !apply_label_path("labels", path, &mut cur.labels, &container.labels)? {
                     return Err(Error::InvalidArgument(format!(
                         "cannot update {path:?} field on container {:?}",

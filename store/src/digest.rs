@@ -49,7 +49,11 @@ impl Algorithm {
 ///
 /// Invariant: `hex` has exactly the algorithm's length and only `[0-9a-f]`, so it is safe to
 /// use as a file name.
+///
+/// Serializes as its string form, `sha256:<hex>`, in records and JSON alike; deserializing
+/// validates it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Digest {
     algorithm: Algorithm,
     hex: String,
@@ -109,6 +113,20 @@ impl FromStr for Digest {
             algorithm,
             hex: hex.to_owned(),
         })
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Digest> {
+        s.parse()
+    }
+}
+
+impl From<Digest> for String {
+    fn from(d: Digest) -> String {
+        d.to_string()
     }
 }
 
@@ -209,6 +227,15 @@ mod tests {
                 .unwrap_or_default();
             assert!(err.contains("invalid digest"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn serde_uses_the_string_form_and_validates() {
+        let d = Digest::of(Algorithm::Sha256, b"");
+        let bytes = postcard::to_stdvec(&d).unwrap_or_default();
+        assert_eq!(postcard::from_bytes::<Digest>(&bytes).ok(), Some(d));
+        let bad = postcard::to_stdvec("sha256:nothex").unwrap_or_default();
+        assert!(postcard::from_bytes::<Digest>(&bad).is_err());
     }
 
     #[test]

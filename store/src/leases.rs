@@ -100,7 +100,7 @@ impl Resource {
             }
             ["ingests"] | ["images"] => Ok(self.clone()),
             ["snapshots", sn] if !sn.is_empty() => Ok(self.clone()),
-            ["snapshots"] | ["snapshots", ..] | ["images", ..] => {
+            ["snapshots"] | ["snapshots", ..] | ["images" | "content" | "ingests", ..] => {
                 Err(Error::InvalidArgument(format!(
                     "invalid lease resource type {:?}: expected content, ingests, images or snapshots/<snapshotter>",
                     self.kind

@@ -270,12 +270,22 @@ impl ContentStore<'_> {
     }
 
     fn status_of(&self, reference: &str, r: &IngestRecord) -> IngestStatus {
-        let data = self.store.layout().ingest_dir(r.id).join("data");
-        let meta = std::fs::metadata(&data).ok();
+        let layout = self.store.layout();
+        let meta = std::fs::metadata(layout.ingest_dir(r.id).join("data")).ok();
+        // No bytes written yet, and the expected blob is recorded: a writer would start
+        // complete (shared), so report it that way. (Orphans are not re-hashed for a status.)
+        let shared = match meta {
+            None => writer::shareable_blob(self.store, r.expected.as_ref(), r.total, false)
+                .ok()
+                .flatten(),
+            Some(_) => None,
+        };
         IngestStatus {
             reference: reference.to_owned(),
-            offset: meta.as_ref().map_or(0, std::fs::Metadata::len),
-            total: r.total,
+            offset: shared
+                .as_ref()
+                .map_or_else(|| meta.as_ref().map_or(0, std::fs::Metadata::len), |s| s.1),
+            total: shared.as_ref().map_or(r.total, |s| s.1),
             expected: r.expected.clone(),
             started_at: r.started_at,
             updated_at: meta

@@ -110,27 +110,27 @@ impl Writer {
             db::get(&txn.open_table(INGESTS)?, INGESTS_TABLE, ns, reference)?;
         let record = match existing {
             Some(mut r) => {
-                let mut changed = false;
-                if r.expected.is_none() && options.expected.is_some() {
+                if r.expected.is_none() {
                     r.expected.clone_from(&options.expected);
-                    changed = true;
                 }
-                if r.total == 0 && options.total > 0 {
+                if r.total == 0 {
                     r.total = options.total;
-                    changed = true;
                 }
-                if changed {
-                    db::put(
-                        &mut txn.open_table(INGESTS)?,
-                        INGESTS_TABLE,
-                        ns,
-                        reference,
-                        &r,
-                    )?;
-                    txn.commit()?;
-                } else {
-                    txn.abort()?;
-                }
+                // As on first open: a lease in the scope takes the ingest (and must exist),
+                // otherwise the unleased expiry starts again from now.
+                r.expires_at = scope
+                    .lease()
+                    .is_none()
+                    .then(|| Timestamp::now().plus(store.inner.options.ingest_expiry));
+                leases::attach(&txn, scope, "ingests", reference)?;
+                db::put(
+                    &mut txn.open_table(INGESTS)?,
+                    INGESTS_TABLE,
+                    ns,
+                    reference,
+                    &r,
+                )?;
+                txn.commit()?;
                 r
             }
             None => {
@@ -183,9 +183,11 @@ impl Writer {
             _guard: guard,
         };
         if !data_path.exists()
-            && let Some((digest, size)) = writer.shareable_blob()?
+            && let Some((digest, size)) =
+                shareable_blob(store, writer.expected.as_ref(), writer.total, true)?
         {
             writer.offset = size;
+            writer.total = size;
             writer.data = Data::Shared { digest, size };
             return Ok(writer);
         }
@@ -200,22 +202,6 @@ impl Writer {
         writer.hasher = hasher;
         writer.data = Data::File(file);
         Ok(writer)
-    }
-
-    /// The expected blob, if it is already on disk with the expected size.
-    fn shareable_blob(&self) -> Result<Option<(Digest, u64)>> {
-        let Some(expected) = &self.expected else {
-            return Ok(None);
-        };
-        let path = self.store.layout().blob(expected);
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() && (self.total == 0 || m.len() == self.total) => {
-                Ok(Some((expected.clone(), m.len())))
-            }
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("stat", path, e)),
-        }
     }
 
     fn data_path(&self) -> PathBuf {
@@ -361,7 +347,7 @@ impl Writer {
             .read()
             .map_err(|_| Error::Unavailable("blob file lock poisoned".into()))?;
         if db::exists(&store.db().read()?.open_table(BLOBS)?, &ns, &key)? {
-            self.discard_ingest()?;
+            self.discard_ingest(&key)?;
             return Err(Error::already_exists("blob", key));
         }
         if let Data::Shared { digest, size } = &self.data {
@@ -397,7 +383,7 @@ impl Writer {
             if db::exists(&blobs, &ns, &key)? {
                 drop(blobs);
                 txn.abort()?;
-                self.discard_ingest()?;
+                self.discard_ingest(&key)?;
                 return Err(Error::already_exists("blob", key));
             }
             let now = Timestamp::now();
@@ -447,11 +433,14 @@ impl Writer {
     }
 
     /// Deletes the ingest record and directory (the blob exists already).
-    fn discard_ingest(&self) -> Result<()> {
+    /// Deletes the ingest record and directory because the namespace has the blob already;
+    /// the scope's lease takes the blob instead, as it would have after a commit.
+    fn discard_ingest(&self, key: &str) -> Result<()> {
         let txn = self.store.db().write()?;
         txn.open_table(INGESTS)?
             .remove((self.scope.namespace(), self.reference.as_str()))?;
         leases::detach(&txn, &self.scope, "ingests", &self.reference)?;
+        leases::attach(&txn, &self.scope, "content", key)?;
         txn.commit()?;
         fsutil::remove_dir_all(&self.store.layout().ingest_dir(self.id))
     }
@@ -475,6 +464,55 @@ impl Write for Writer {
             Data::Shared { .. } => Ok(()),
         }
     }
+}
+
+/// The expected blob, if it is already on disk with the expected size (0 = any): a writer for
+/// it starts complete, as containerd's shared writer does.
+///
+/// A blob some namespace records is trusted as it is. A file no record names is an orphan
+/// (say, from a crash between a commit's rename and its transaction): it is adopted only when
+/// `verify_orphan` is set and re-hashing it gives its name.
+pub(crate) fn shareable_blob(
+    store: &Store,
+    expected: Option<&Digest>,
+    total: u64,
+    verify_orphan: bool,
+) -> Result<Option<(Digest, u64)>> {
+    let Some(expected) = expected else {
+        return Ok(None);
+    };
+    let path = store.layout().blob(expected);
+    let size = match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() && (total == 0 || m.len() == total) => m.len(),
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("stat", path, e)),
+    };
+    if recorded_anywhere(store, expected)? {
+        return Ok(Some((expected.clone(), size)));
+    }
+    if !verify_orphan {
+        return Ok(None);
+    }
+    let Some(mut file) = fsutil::open_read(&path)? else {
+        return Ok(None);
+    };
+    let mut h = expected.algorithm().hasher();
+    let len = fsutil::read_chunks(&mut file, &path, |c| h.update(c))?;
+    Ok((len == size && h.finish() == *expected).then(|| (expected.clone(), size)))
+}
+
+/// Whether any namespace records `digest`.
+fn recorded_anywhere(store: &Store, digest: &Digest) -> Result<bool> {
+    let txn = store.db().read()?;
+    let blobs = txn.open_table(BLOBS)?;
+    let key = digest.to_string();
+    for ns in txn.open_table(crate::db::NAMESPACES)?.iter()? {
+        if db::exists(&blobs, ns?.0.value(), &key)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn lock_ref(store: &Store, namespace: &str, reference: &str) -> Result<OpenGuard> {

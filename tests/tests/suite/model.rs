@@ -53,15 +53,23 @@ fn apply(t: TestStore, model: &mut Model, op: &Op) -> TestStore {
     let content = t.store.content();
     match op {
         Op::Write { r, data } => {
-            let mut w = content.writer(&s, REFS[*r], WriterOptions::default()).expect("writer");
+            let mut w = content
+                .writer(&s, REFS[*r], WriterOptions::default())
+                .expect("writer");
             w.write_all(data).expect("write");
             model.ingests.entry(*r).or_default().extend_from_slice(data);
         }
         Op::Commit { r, good_digest } => {
             let bytes = model.ingests.get(r).cloned().unwrap_or_default();
             let right = sha256(&bytes);
-            let expected = if *good_digest { right.clone() } else { sha256(b"never written") };
-            let w = content.writer(&s, REFS[*r], WriterOptions::default()).expect("writer");
+            let expected = if *good_digest {
+                right.clone()
+            } else {
+                sha256(b"never written")
+            };
+            let w = content
+                .writer(&s, REFS[*r], WriterOptions::default())
+                .expect("writer");
             let res = w.commit(0, Some(&expected), BTreeMap::new());
             if !*good_digest {
                 assert_eq!(kind(res), Some(ErrorKind::FailedPrecondition));
@@ -85,7 +93,9 @@ fn apply(t: TestStore, model: &mut Model, op: &Op) -> TestStore {
             }
         }
         Op::Truncate { r } => {
-            let mut w = content.writer(&s, REFS[*r], WriterOptions::default()).expect("writer");
+            let mut w = content
+                .writer(&s, REFS[*r], WriterOptions::default())
+                .expect("writer");
             w.truncate(0).expect("truncate");
             model.ingests.insert(*r, Vec::new());
         }
@@ -108,13 +118,30 @@ fn check(t: &TestStore, model: &Model) {
         .into_iter()
         .map(|st| (st.reference, st.offset))
         .collect();
-    let want: BTreeMap<String, u64> = model.ingests.iter().map(|(r, b)| (REFS[*r].to_owned(), b.len() as u64)).collect();
+    let want: BTreeMap<String, u64> = model
+        .ingests
+        .iter()
+        .map(|(r, b)| (REFS[*r].to_owned(), b.len() as u64))
+        .collect();
     assert_eq!(statuses, want, "ingests");
-    let blobs: Vec<Digest> = content.list::<&str>(NS, &[]).expect("list").into_iter().map(|i| i.digest).collect();
-    assert_eq!(blobs, model.blobs.keys().cloned().collect::<Vec<_>>(), "blobs");
+    let blobs: Vec<Digest> = content
+        .list::<&str>(NS, &[])
+        .expect("list")
+        .into_iter()
+        .map(|i| i.digest)
+        .collect();
+    assert_eq!(
+        blobs,
+        model.blobs.keys().cloned().collect::<Vec<_>>(),
+        "blobs"
+    );
     for (d, bytes) in &model.blobs {
         let mut got = Vec::new();
-        content.reader(NS, d).expect("reader").read_to_end(&mut got).expect("read");
+        content
+            .reader(NS, d)
+            .expect("reader")
+            .read_to_end(&mut got)
+            .expect("read");
         assert_eq!(&got, bytes, "bytes of {d}");
     }
 }

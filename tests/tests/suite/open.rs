@@ -13,7 +13,15 @@ use crate::support::{TestStore, labels, put_blob, scope, sha256, small_options};
 fn open_creates_the_layout() {
     let t = TestStore::new();
     let root = t.dir.path();
-    for p in ["LOCK", "meta.redb", "content/blobs/sha256", "content/blobs/sha512", "content/ingest", "snapshots", "tmp"] {
+    for p in [
+        "LOCK",
+        "meta.redb",
+        "content/blobs/sha256",
+        "content/blobs/sha512",
+        "content/ingest",
+        "snapshots",
+        "tmp",
+    ] {
         assert!(root.join(p).exists(), "{p} missing");
     }
 }
@@ -21,13 +29,16 @@ fn open_creates_the_layout() {
 #[test]
 fn second_open_of_a_root_is_busy_and_names_this_pid() {
     let t = TestStore::new();
-    let err = Store::open(t.dir.path(), small_options()).err().expect("second open must fail");
+    let err = Store::open(t.dir.path(), small_options()).expect_err("second open must fail");
     assert_eq!(err.kind(), ErrorKind::StoreBusy);
     match &err {
         Error::StoreBusy { pid, .. } => assert_eq!(*pid, Some(std::process::id())),
         other => panic!("unexpected error {other}"),
     }
-    assert!(err.to_string().contains(&std::process::id().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&std::process::id().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -45,7 +56,12 @@ fn open_empties_tmp() {
     fs::create_dir_all(tmp.join("stale/mount")).expect("mkdir");
     fs::write(tmp.join("stale-file"), b"x").expect("write");
     let t = t.reopen();
-    assert_eq!(fs::read_dir(t.dir.path().join("tmp")).expect("read tmp").count(), 0);
+    assert_eq!(
+        fs::read_dir(t.dir.path().join("tmp"))
+            .expect("read tmp")
+            .count(),
+        0
+    );
 }
 
 /// A store with some records, closed, then its database damaged by `damage`.
@@ -55,21 +71,36 @@ fn damaged_store(damage: impl FnOnce(&std::path::Path)) -> (tempfile::TempDir, E
     for i in 0..50u64 {
         let data = crate::support::bytes(i, 512);
         let d = put_blob(&t.store, &s, &format!("r{i}"), &data, labels(&[("k", "v")]));
-        let target = Descriptor { media_type: "application/vnd.oci.image.manifest.v1+json".into(), digest: d, size: 512, annotations: Default::default() };
-        t.store.images().create(&s, Image::new(format!("img{i}"), target)).expect("create image");
+        let target = Descriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: d,
+            size: 512,
+            annotations: Default::default(),
+        };
+        t.store
+            .images()
+            .create(&s, Image::new(format!("img{i}"), target))
+            .expect("create image");
     }
     let TestStore { store, dir } = t;
     drop(store);
     let meta = dir.path().join("meta.redb");
     damage(&meta);
     let before = fs::read(&meta).expect("read damaged file");
-    let err = Store::open(dir.path(), small_options()).err().expect("damaged database must not open");
-    assert_eq!(fs::read(&meta).expect("read again"), before, "a failed open must not change the file");
+    let err = Store::open(dir.path(), small_options()).expect_err("damaged database must not open");
+    assert_eq!(
+        fs::read(&meta).expect("read again"),
+        before,
+        "a failed open must not change the file"
+    );
     (dir, err)
 }
 
 fn overwrite(path: &std::path::Path, offset: u64, len: usize) {
-    let mut f = OpenOptions::new().write(true).open(path).expect("open meta.redb");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open meta.redb");
     f.seek(SeekFrom::Start(offset)).expect("seek");
     f.write_all(&vec![0xAB; len]).expect("overwrite");
     f.sync_all().expect("sync");
@@ -83,14 +114,22 @@ fn bytes_overwritten_in_the_middle_give_an_error_naming_the_file() {
     });
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("meta.redb") && msg.contains("damaged"), "{msg}");
+    assert!(
+        msg.contains("meta.redb") && msg.contains("damaged"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn a_truncated_database_gives_an_error_naming_the_file() {
     let (_dir, err) = damaged_store(|meta| {
         let len = fs::metadata(meta).expect("stat").len();
-        OpenOptions::new().write(true).open(meta).expect("open").set_len(len / 3).expect("truncate");
+        OpenOptions::new()
+            .write(true)
+            .open(meta)
+            .expect("open")
+            .set_len(len / 3)
+            .expect("truncate");
     });
     assert!(err.to_string().contains("meta.redb"), "{err}");
 }
@@ -99,7 +138,7 @@ fn a_truncated_database_gives_an_error_naming_the_file() {
 fn a_file_that_is_not_a_database_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     fs::write(dir.path().join("meta.redb"), vec![0x5Au8; 64 * 1024]).expect("write garbage");
-    let err = Store::open(dir.path(), small_options()).err().expect("garbage must not open");
+    let err = Store::open(dir.path(), small_options()).expect_err("garbage must not open");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     assert!(err.to_string().contains("meta.redb"), "{err}");
 }
@@ -121,8 +160,11 @@ fn a_newer_schema_is_refused() {
             .expect("insert");
         txn.commit().expect("commit");
     }
-    let err = Store::open(dir.path(), small_options()).err().expect("newer schema must not open");
-    assert!(matches!(err, Error::SchemaTooNew { found: 99, .. }), "{err}");
+    let err = Store::open(dir.path(), small_options()).expect_err("newer schema must not open");
+    assert!(
+        matches!(err, Error::SchemaTooNew { found: 99, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -130,8 +172,16 @@ fn one_corrupt_record_is_reported_and_the_rest_stays_usable() {
     let t = TestStore::new();
     let s = scope("default");
     let d = put_blob(&t.store, &s, "r", b"payload", labels(&[]));
-    let target = Descriptor { media_type: "application/vnd.oci.image.manifest.v1+json".into(), digest: d.clone(), size: 7, annotations: Default::default() };
-    t.store.images().create(&scope("other"), Image::new("fine", target)).expect("create");
+    let target = Descriptor {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest: d.clone(),
+        size: 7,
+        annotations: Default::default(),
+    };
+    t.store
+        .images()
+        .create(&scope("other"), Image::new("fine", target))
+        .expect("create");
     let TestStore { store, dir } = t;
     drop(store);
     // Editing the file with redb itself is a deliberate change: drop the clean-close seal first,
@@ -146,15 +196,38 @@ fn one_corrupt_record_is_reported_and_the_rest_stays_usable() {
             .expect("insert");
         txn.commit().expect("commit");
     }
-    let t = TestStore { store: Store::open(dir.path(), small_options()).expect("open"), dir };
-    let err = t.store.images().list::<&str>("default", &[]).err().expect("corrupt record must be reported");
+    let t = TestStore {
+        store: Store::open(dir.path(), small_options()).expect("open"),
+        dir,
+    };
+    let err = t
+        .store
+        .images()
+        .list::<&str>("default", &[])
+        .expect_err("corrupt record must be reported");
     assert_eq!(err.kind(), ErrorKind::Corrupt);
     let msg = err.to_string();
-    assert!(msg.contains("images") && msg.contains("default/broken"), "{msg}");
-    assert_eq!(t.store.images().list::<&str>("other", &[]).expect("other namespace").len(), 1);
-    assert_eq!(t.store.content().info("default", &sha256(b"payload")).expect("blob").size, 7);
+    assert!(
+        msg.contains("images") && msg.contains("default/broken"),
+        "{msg}"
+    );
+    assert_eq!(
+        t.store
+            .images()
+            .list::<&str>("other", &[])
+            .expect("other namespace")
+            .len(),
+        1
+    );
+    assert_eq!(
+        t.store
+            .content()
+            .info("default", &sha256(b"payload"))
+            .expect("blob")
+            .size,
+        7
+    );
 }
-
 
 #[test]
 fn clean_close_seals_the_database_and_open_consumes_the_seal() {

@@ -40,12 +40,24 @@ pub fn scope(ns: &str) -> Scope {
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 /// Writes `data` under `reference` and commits it with `labels`, returning the digest.
-pub fn put_blob(store: &Store, scope: &Scope, reference: &str, data: &[u8], lbls: BTreeMap<String, String>) -> Digest {
-    let mut w = store.content().writer(scope, reference, WriterOptions::default()).expect("open writer");
+pub fn put_blob(
+    store: &Store,
+    scope: &Scope,
+    reference: &str,
+    data: &[u8],
+    lbls: BTreeMap<String, String>,
+) -> Digest {
+    let mut w = store
+        .content()
+        .writer(scope, reference, WriterOptions::default())
+        .expect("open writer");
     w.write_all(data).expect("write");
     w.commit(data.len() as u64, None, lbls).expect("commit")
 }
@@ -57,7 +69,9 @@ pub fn sha256(data: &[u8]) -> Digest {
 
 /// Deterministic pseudo-random bytes.
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             x ^= x << 13;

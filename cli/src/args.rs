@@ -1,0 +1,285 @@
+//! The command line: every command, flag and value parser (clap derive).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use strata_store::Digest;
+
+use crate::parse::{Label, parse_duration, parse_label};
+
+const GLOBAL: &str = "Global options";
+
+/// strata's maintenance CLI: inspect and edit a store's namespaces, content, images and
+/// leases.
+///
+/// Exit status: 0 success, 1 problems found (checks), 2 error (including usage errors).
+#[derive(Debug, Parser)]
+#[command(
+    name = "gcctl",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Store root directory [default: /var/lib/strata as root, else
+    /// $XDG_DATA_HOME/strata, else $HOME/.local/share/strata]
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_ROOT",
+        value_name = "DIR",
+        help_heading = GLOBAL
+    )]
+    pub root: Option<PathBuf>,
+
+    /// Namespace to act in
+    #[arg(
+        short = 'n',
+        long,
+        global = true,
+        env = "STRATA_NAMESPACE",
+        default_value = "default",
+        value_name = "NAME",
+        help_heading = GLOBAL
+    )]
+    pub namespace: String,
+
+    /// Print data as JSON instead of tables
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub json: bool,
+
+    /// Log more on stderr (-v info, -vv debug, -vvv trace); RUST_LOG is used without it
+    #[arg(short, long, global = true, action = ArgAction::Count, help_heading = GLOBAL)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The command families.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the root, its database and what each namespace holds
+    Info,
+    /// Manage namespaces
+    #[command(subcommand, visible_alias = "namespaces")]
+    Ns(NsCommand),
+    /// Manage blobs and in-flight ingests
+    #[command(subcommand)]
+    Content(ContentCommand),
+    /// Manage image records
+    #[command(subcommand, visible_alias = "image")]
+    Images(ImagesCommand),
+    /// Manage leases and their resources
+    #[command(subcommand, visible_alias = "lease")]
+    Leases(LeasesCommand),
+}
+
+/// `--filter`, repeatable; several filters are OR'd, selectors inside one are AND'd.
+#[derive(Debug, Args)]
+pub struct Filters {
+    /// Filter in containerd's syntax, e.g. 'labels."k"==v' or 'name~=^docker.io/';
+    /// repeat to OR several
+    #[arg(long = "filter", short = 'f', value_name = "FILTER")]
+    pub filters: Vec<String>,
+}
+
+/// `gcctl ns ...`
+#[derive(Debug, Subcommand)]
+pub enum NsCommand {
+    /// List namespaces
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Create a namespace
+    Create {
+        /// Namespace name
+        name: String,
+        /// Label to set, KEY=VALUE; repeatable
+        #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
+    /// Remove empty namespaces (their leases and ingests go with them)
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Namespace names
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Set labels on a namespace; an empty value (KEY=) removes the label
+    Label {
+        /// Namespace name
+        name: String,
+        /// Labels, KEY=VALUE
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
+}
+
+/// `gcctl content ...`
+#[derive(Debug, Subcommand)]
+pub enum ContentCommand {
+    /// List blobs (DIGEST SIZE AGE LABELS)
+    #[command(visible_alias = "list")]
+    Ls(Filters),
+    /// Show one blob's record
+    Info {
+        /// Blob digest, ALG:HEX
+        digest: Digest,
+    },
+    /// Write a blob's exact bytes to stdout
+    Get {
+        /// Blob digest, ALG:HEX
+        digest: Digest,
+    },
+    /// Read stdin into a blob and print its digest
+    Ingest(IngestArgs),
+    /// Set labels on a blob; an empty value (KEY=) removes the label
+    Label {
+        /// Blob digest, ALG:HEX
+        digest: Digest,
+        /// Labels, KEY=VALUE
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
+    /// Remove blobs from this namespace (their files go at the next garbage collection)
+    #[command(visible_aliases = ["remove", "delete"])]
+    Rm {
+        /// Blob digests
+        #[arg(required = true)]
+        digests: Vec<Digest>,
+    },
+    /// List in-flight ingests (REF OFFSET TOTAL EXPECTED STARTED UPDATED)
+    Active(Filters),
+    /// Abandon in-flight ingests and delete their data
+    Abort {
+        /// Ingest refs
+        #[arg(required = true)]
+        refs: Vec<String>,
+    },
+}
+
+/// `gcctl content ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Ingest ref: names the write so an interrupted one can be resumed
+    pub reference: String,
+    /// Fail unless the content has this digest (also picks the hash algorithm)
+    #[arg(long, value_name = "DIGEST")]
+    pub expected_digest: Option<Digest>,
+    /// Fail unless the content has this many bytes
+    #[arg(long, value_name = "BYTES")]
+    pub expected_size: Option<u64>,
+    /// Label for the blob, KEY=VALUE; repeatable
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<Label>,
+    /// Lease that holds the ingest and then the blob
+    #[arg(long, value_name = "ID")]
+    pub lease: Option<String>,
+}
+
+/// `gcctl images ...`
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// List images (NAME TYPE DIGEST SIZE LABELS)
+    #[command(visible_alias = "list")]
+    Ls(Filters),
+    /// Create an image record pointing at a target descriptor
+    Create(ImageCreateArgs),
+    /// Create image DST with SRC's target and labels
+    Tag {
+        /// Existing image
+        source: String,
+        /// New image name
+        destination: String,
+        /// Replace DST's target and labels if it exists
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set labels on an image; an empty value (KEY=) removes the label
+    Label {
+        /// Image name
+        name: String,
+        /// Labels, KEY=VALUE
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
+    /// Remove image records (their content goes at the next garbage collection)
+    #[command(visible_aliases = ["remove", "delete"])]
+    Rm {
+        /// Image names
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// `gcctl images create`.
+#[derive(Debug, Args)]
+pub struct ImageCreateArgs {
+    /// Image name, e.g. docker.io/library/alpine:3.20
+    pub name: String,
+    /// Digest of the target (manifest or index)
+    #[arg(long, value_name = "DIGEST")]
+    pub target: Digest,
+    /// Media type of the target
+    #[arg(long, value_name = "TYPE")]
+    pub media_type: String,
+    /// Size of the target in bytes
+    #[arg(long, value_name = "BYTES")]
+    pub size: u64,
+    /// Image label, KEY=VALUE; repeatable
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<Label>,
+    /// Target annotation, KEY=VALUE; repeatable
+    #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub annotations: Vec<Label>,
+}
+
+/// `gcctl leases ...`
+#[derive(Debug, Subcommand)]
+pub enum LeasesCommand {
+    /// List leases (ID CREATED EXPIRES LABELS)
+    #[command(visible_alias = "list")]
+    Ls(Filters),
+    /// Create a lease and print its id
+    Create {
+        /// Lease id [default: <unix nanos>-<random>]
+        #[arg(long)]
+        id: Option<String>,
+        /// Expire after this long (Go syntax: 24h, 30m, 1h30m); 0 never expires
+        #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = parse_duration)]
+        expires: Duration,
+        /// Label, KEY=VALUE; repeatable
+        #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
+    /// Remove leases (what they held goes at the next garbage collection)
+    #[command(visible_aliases = ["remove", "delete"])]
+    Rm {
+        /// Lease ids
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Add a resource to a lease
+    Add(ResourceArgs),
+    /// Remove a resource from a lease
+    RmResource(ResourceArgs),
+    /// List a lease's resources (TYPE ID)
+    Resources {
+        /// Lease id
+        id: String,
+    },
+}
+
+/// A lease and one resource of it.
+#[derive(Debug, Args)]
+pub struct ResourceArgs {
+    /// Lease id
+    pub id: String,
+    /// Resource type: content, ingests, images or snapshots/<snapshotter>
+    #[arg(value_name = "TYPE")]
+    pub kind: String,
+    /// Resource id: a digest, an ingest ref, an image name or a snapshot key
+    #[arg(value_name = "RESOURCE_ID")]
+    pub resource: String,
+}

@@ -1,0 +1,121 @@
+//! `gcctl leases ls|create|rm|add|rm-resource|resources`.
+
+use std::fs::File;
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::Result;
+use strata_store::Timestamp;
+use strata_store::leases::{Lease, Resource};
+
+use crate::app::{Ctx, each};
+use crate::args::{LeasesCommand, ResourceArgs};
+use crate::output::{self, table};
+use crate::parse::label_map;
+use crate::views::{LeaseView, ResourceView};
+
+pub fn run(ctx: &mut Ctx, cmd: &LeasesCommand) -> Result<()> {
+    let scope = ctx.scope()?;
+    let ns = scope.namespace();
+    let leases = ctx.store.leases();
+    match cmd {
+        LeasesCommand::Ls(f) => {
+            let list = leases.list(ns, &f.filters)?;
+            if ctx.json {
+                let views: Vec<LeaseView> = list.iter().map(Into::into).collect();
+                ctx.out.json(&views)?;
+            } else {
+                let mut t = table(["ID", "CREATED", "EXPIRES", "LABELS"]);
+                for l in &list {
+                    t.add_row([
+                        l.id.clone(),
+                        output::time(l.created_at),
+                        l.expires_at().map_or_else(|| "-".to_owned(), output::time),
+                        output::labels(&l.labels),
+                    ]);
+                }
+                ctx.out.table(&t)?;
+            }
+        }
+        LeasesCommand::Create {
+            id,
+            expires,
+            labels,
+        } => {
+            let id = id.clone().unwrap_or_else(random_id);
+            let mut labels = label_map(labels);
+            if *expires > Duration::ZERO {
+                let (k, v) = Lease::expire_label(*expires);
+                labels.insert(k, v);
+            }
+            let lease = leases.create(ns, &id, labels)?;
+            if ctx.json {
+                ctx.out.json(&LeaseView::from(&lease))?;
+            } else {
+                ctx.out.line(&lease.id)?;
+            }
+        }
+        LeasesCommand::Rm { ids } => {
+            let (removed, outcome) = each(ids, |id| Ok(leases.delete(ns, id)?));
+            super::print_removed(ctx, &removed)?;
+            outcome?;
+        }
+        LeasesCommand::Add(r) => {
+            leases.add_resource(ns, &r.id, &resource(r))?;
+        }
+        LeasesCommand::RmResource(r) => {
+            leases.delete_resource(ns, &r.id, &resource(r))?;
+        }
+        LeasesCommand::Resources { id } => {
+            let list = leases.resources(ns, id)?;
+            if ctx.json {
+                let views: Vec<ResourceView> = list.iter().map(Into::into).collect();
+                ctx.out.json(&views)?;
+            } else {
+                let mut t = table(["TYPE", "ID"]);
+                for r in &list {
+                    t.add_row([r.kind.clone(), r.id.clone()]);
+                }
+                ctx.out.table(&t)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn resource(r: &ResourceArgs) -> Resource {
+    Resource::new(r.kind.clone(), r.resource.clone())
+}
+
+/// `<unix nanos>-<6 base64url characters>`, like containerd's `WithRandomID` (which uses 4).
+fn random_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let now = Timestamp::now();
+    let mut bytes = [0u8; 6];
+    let random = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        // No /dev/urandom: fall back to the std hasher's per-process random keys.
+        use std::hash::{BuildHasher, RandomState};
+        let h = RandomState::new().hash_one(now.0);
+        bytes.copy_from_slice(h.to_le_bytes().get(..6).unwrap_or(&[0; 6]));
+    }
+    let suffix: String = bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(b & 63)]))
+        .collect();
+    format!("{}-{suffix}", now.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_ids_look_like_containerds() {
+        let a = random_id();
+        let (nanos, suffix) = a.split_once('-').unwrap_or_default();
+        assert!(nanos.parse::<i64>().is_ok(), "{a}");
+        assert_eq!(suffix.len(), 6, "{a}");
+        assert_ne!(a, random_id());
+    }
+}

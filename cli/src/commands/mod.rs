@@ -1,0 +1,41 @@
+//! One module per command family; [`run`] dispatches.
+
+mod content;
+mod images;
+mod info;
+mod leases;
+mod ns;
+
+use anyhow::Result;
+
+use crate::app::Ctx;
+use crate::args::{Cli, Command};
+use crate::views::Removed;
+
+/// Opens the store and runs the command; stdout is flushed whatever the outcome, so the
+/// successes of a partly failed multi-item command are printed.
+pub fn run(cli: &Cli) -> Result<()> {
+    let mut ctx = Ctx::open(cli)?;
+    let outcome = match &cli.command {
+        Command::Info => info::run(&mut ctx),
+        Command::Ns(cmd) => ns::run(&mut ctx, cmd),
+        Command::Content(cmd) => content::run(&mut ctx, cmd),
+        Command::Images(cmd) => images::run(&mut ctx, cmd),
+        Command::Leases(cmd) => leases::run(&mut ctx, cmd),
+    };
+    let flushed = ctx.out.flush();
+    outcome?;
+    Ok(flushed?)
+}
+
+/// Prints what a removal command removed: one per line, or `{"removed": [...]}`.
+fn print_removed(ctx: &mut Ctx, removed: &[String]) -> Result<()> {
+    if ctx.json {
+        ctx.out.json(&Removed { removed })?;
+    } else {
+        for r in removed {
+            ctx.out.line(r)?;
+        }
+    }
+    Ok(())
+}

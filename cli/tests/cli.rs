@@ -1,0 +1,820 @@
+//! gcctl end to end: each test runs the real binary on a store root in its own temporary
+//! directory, and checks stdout, stderr and the exit status (0 ok, 2 error).
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use assert_cmd::Command;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use tempfile::TempDir;
+
+/// A temporary directory holding the store root (`root/`) and input files.
+struct Env {
+    dir: TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// A file in the temporary directory holding `data`.
+    fn file(&self, name: &str, data: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, data).expect("write input file");
+        path
+    }
+
+    /// `gcctl --root <root> ARGS` with none of gcctl's environment variables inherited.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::cargo_bin("gcctl").expect("gcctl binary");
+        c.env_remove("STRATA_ROOT")
+            .env_remove("STRATA_NAMESPACE")
+            .env_remove("RUST_LOG")
+            .arg("--root")
+            .arg(self.root())
+            .args(args);
+        c
+    }
+
+    /// Runs and asserts exit 0 and nothing on stderr; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().expect("run gcctl");
+        ok_stdout(args, &out)
+    }
+
+    /// Runs with `data` on stdin (a pipe) and asserts success; returns stdout.
+    fn ok_stdin(&self, args: &[&str], data: &[u8]) -> String {
+        let out = self
+            .cmd(args)
+            .write_stdin(data.to_vec())
+            .output()
+            .expect("run gcctl");
+        ok_stdout(args, &out)
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let stdout = self.ok(&all);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: bad JSON {e}: {stdout}"))
+    }
+
+    /// Runs and asserts exit 2, an empty stdout and a `gcctl: ` error; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().expect("run gcctl");
+        error_stderr(args, &out)
+    }
+
+    fn fails_stdin(&self, args: &[&str], data: &[u8]) -> String {
+        let out = self
+            .cmd(args)
+            .write_stdin(data.to_vec())
+            .output()
+            .expect("run gcctl");
+        error_stderr(args, &out)
+    }
+}
+
+fn ok_stdout(args: &[&str], out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{args:?} failed: {stderr}");
+    assert!(stderr.is_empty(), "{args:?} wrote to stderr: {stderr}");
+    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
+}
+
+fn error_stderr(args: &[&str], out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?} printed on error: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    stderr
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*).
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+const ZERO_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn strings(v: &Value, field: &str) -> BTreeSet<String> {
+    v.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|item| item[field].as_str().expect("a string field").to_owned())
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn ingest_then_ls_and_get_return_the_exact_bytes() {
+    let env = Env::new();
+    let data = random_bytes(1, 3 << 20);
+    let digest = sha256(&data);
+
+    let printed = env.ok_stdin(
+        &["content", "ingest", "r1", "--label", "team=storage"],
+        &data,
+    );
+    assert_eq!(printed.trim(), digest);
+
+    let list = env.json(&["content", "ls"]);
+    let blobs = list.as_array().expect("array");
+    assert_eq!(blobs.len(), 1, "{list}");
+    assert_eq!(blobs[0]["digest"], digest.as_str());
+    assert_eq!(blobs[0]["size"], data.len());
+    assert_eq!(blobs[0]["labels"]["team"], "storage");
+
+    let table = env.ok(&["content", "ls"]);
+    assert!(table.starts_with("DIGEST"), "{table}");
+    assert!(
+        table.contains(&digest) && table.contains("team=storage"),
+        "{table}"
+    );
+
+    let info = env.json(&["content", "info", &digest]);
+    assert_eq!(info["size"], data.len());
+
+    let out = env
+        .cmd(&["content", "get", &digest])
+        .output()
+        .expect("run gcctl");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout == data, "content get returned different bytes");
+
+    // Nothing left in flight.
+    assert_eq!(env.json(&["content", "active"]), serde_json::json!([]));
+}
+
+#[test]
+fn ingest_with_wrong_digest_fails_names_both_and_adds_nothing() {
+    let env = Env::new();
+    let data = random_bytes(2, 1 << 20);
+    let digest = sha256(&data);
+
+    let err = env.fails_stdin(
+        &["content", "ingest", "r2", "--expected-digest", ZERO_DIGEST],
+        &data,
+    );
+    assert!(err.starts_with("gcctl: "), "{err}");
+    assert!(err.contains(ZERO_DIGEST) && err.contains(&digest), "{err}");
+    assert_eq!(env.json(&["content", "ls"]), serde_json::json!([]));
+
+    // The ingest is kept for a retry, with its bytes; a retry with the right digest resumes
+    // it (stdin's start matches what it holds) and commits.
+    let active = env.json(&["content", "active"]);
+    assert_eq!(strings(&active, "ref"), set(&["r2"]));
+    assert_eq!(active[0]["offset"], data.len());
+    assert_eq!(active[0]["expected"], ZERO_DIGEST);
+
+    let printed = env.ok_stdin(
+        &["content", "ingest", "r2", "--expected-digest", &digest],
+        &data,
+    );
+    assert_eq!(printed.trim(), digest);
+    assert_eq!(
+        strings(&env.json(&["content", "ls"]), "digest"),
+        set(&[&digest])
+    );
+    assert_eq!(env.json(&["content", "active"]), serde_json::json!([]));
+}
+
+#[test]
+fn ingest_size_mismatch_and_abort() {
+    let env = Env::new();
+    let data = random_bytes(3, 1000);
+
+    let err = env.fails_stdin(&["content", "ingest", "r", "--expected-size", "999"], &data);
+    assert!(err.contains("999") && err.contains("1000"), "{err}");
+    assert_eq!(env.json(&["content", "ls"]), serde_json::json!([]));
+
+    // A pipe cannot be rewound, so different bytes for a held ingest are refused, naming it.
+    let other = random_bytes(4, 1000);
+    let err = env.fails_stdin(&["content", "ingest", "r"], &other);
+    assert!(
+        err.contains("\"r\"") && err.contains("content abort r"),
+        "{err}"
+    );
+
+    // A regular file can: the ingest restarts from its first byte.
+    let path = env.file("other", &other);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gcctl"))
+        .arg("--root")
+        .arg(env.root())
+        .args(["content", "ingest", "r"])
+        .stdin(File::open(&path).expect("open input"))
+        .output()
+        .expect("run gcctl");
+    assert_eq!(
+        ok_stdout(&["content", "ingest", "r"], &out).trim(),
+        sha256(&other)
+    );
+
+    env.fails_stdin(&["content", "ingest", "s", "--expected-size", "1"], &data);
+    assert_eq!(env.ok(&["content", "abort", "s"]).trim(), "s");
+    assert_eq!(env.json(&["content", "active"]), serde_json::json!([]));
+    let err = env.fails(&["content", "abort", "s"]);
+    assert!(err.contains("ingest \"s\" not found"), "{err}");
+}
+
+#[test]
+fn a_root_held_by_another_process_is_refused_naming_its_pid() {
+    let env = Env::new();
+    let store = strata_store::Store::open(env.root(), strata_store::StoreOptions::default())
+        .expect("open store in the test process");
+    let err = env.fails(&["info"]);
+    let pid = std::process::id().to_string();
+    assert!(err.contains(&pid), "pid {pid} not named: {err}");
+    assert!(err.contains("busy"), "{err}");
+    drop(store);
+    env.ok(&["info"]);
+}
+
+/// Fills the store with some records, closes it, and overwrites 4 KiB at `at(len)`.
+fn damaged_store(at: impl Fn(u64) -> u64) -> Env {
+    let env = Env::new();
+    let mut digests = Vec::new();
+    for i in 0..5 {
+        let data = random_bytes(10 + i, 5000 * (usize::try_from(i).unwrap_or(0) + 1));
+        digests.push(env.ok_stdin(&["content", "ingest", &format!("r{i}")], &data));
+    }
+    for (i, d) in digests.iter().enumerate() {
+        env.ok(&[
+            "images",
+            "create",
+            &format!("registry.example/app{i}:1"),
+            "--target",
+            d.trim(),
+            "--media-type",
+            MANIFEST,
+            "--size",
+            "5000",
+            "--label",
+            "k=v",
+        ]);
+    }
+    env.ok(&["leases", "create", "--id", "l1"]);
+    let meta = env.root().join("meta.redb");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&meta)
+        .expect("open meta.redb");
+    let len = f.metadata().expect("stat meta.redb").len();
+    f.seek(SeekFrom::Start(at(len))).expect("seek");
+    f.write_all(&[0xAB; 4096]).expect("overwrite");
+    f.sync_all().expect("sync");
+    env
+}
+
+#[test]
+fn a_damaged_database_is_an_error_naming_the_file() {
+    let env = damaged_store(|len| len / 2);
+    let err = env.fails(&["info"]);
+    assert!(err.contains("meta.redb"), "{err}");
+    assert!(err.contains("damaged"), "{err}");
+    // Nothing was changed: it stays refused.
+    env.fails(&["content", "ls"]);
+}
+
+#[test]
+fn a_damaged_database_is_detected_by_redb_alone() {
+    // Without the store's clean-close seal, redb's own integrity check must still refuse the
+    // midpoint overwrite. Other offsets may land in free pages and go unnoticed; they must
+    // never panic.
+    for (name, at) in [
+        ("midpoint", (|len| len / 2) as fn(u64) -> u64),
+        ("start", |_| 0),
+        ("second page", |_| 4096),
+        ("three quarters", |len| len / 4 * 3),
+    ] {
+        let env = damaged_store(at);
+        let _ = std::fs::remove_file(env.root().join("meta.redb.seal"));
+        let out = env.cmd(&["info"]).output().expect("run gcctl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        match out.status.code() {
+            Some(0) => assert_ne!(name, "midpoint", "midpoint damage went unnoticed"),
+            Some(2) => assert!(stderr.contains("meta.redb"), "{name}: {stderr}"),
+            other => panic!("{name}: exit {other:?}: {stderr}"),
+        }
+    }
+}
+
+fn create_image(env: &Env, name: &str, digest: &str, labels: &[&str]) {
+    let mut args = vec![
+        "images",
+        "create",
+        name,
+        "--target",
+        digest,
+        "--media-type",
+        MANIFEST,
+        "--size",
+        "42",
+    ];
+    for l in labels {
+        args.extend(["--label", l]);
+    }
+    assert_eq!(env.ok(&args).trim(), name);
+}
+
+#[test]
+fn images_create_ls_and_filters_select_like_containerd() {
+    let env = Env::new();
+    let d = sha256(b"manifest");
+    create_image(&env, "registry.example/a", &d, &["k=v"]);
+    create_image(&env, "registry.example/b", &d, &[]);
+    create_image(&env, "docker.io/c", &d, &["k=v"]);
+    create_image(&env, "docker.io/d", &d, &["k=w"]);
+
+    let all = env.json(&["images", "ls"]);
+    assert_eq!(all.as_array().map(Vec::len), Some(4));
+    let a = all
+        .as_array()
+        .and_then(|v| v.iter().find(|i| i["name"] == "registry.example/a"))
+        .expect("image a listed");
+    assert_eq!(a["target"]["digest"], d.as_str());
+    assert_eq!(a["target"]["media_type"], MANIFEST);
+    assert_eq!(a["target"]["size"], 42);
+    assert_eq!(a["labels"]["k"], "v");
+
+    let names = |filters: &[&str]| {
+        let mut args = vec!["images", "ls"];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        strings(&env.json(&args), "name")
+    };
+    assert_eq!(
+        names(&["name~=^reg"]),
+        set(&["registry.example/a", "registry.example/b"])
+    );
+    assert_eq!(
+        names(&["labels.\"k\"==v"]),
+        set(&["registry.example/a", "docker.io/c"])
+    );
+    // Comma is AND, repeated --filter is OR; != also matches an absent label.
+    assert_eq!(
+        names(&["name~=^reg,labels.k==v"]),
+        set(&["registry.example/a"])
+    );
+    assert_eq!(
+        names(&["name==docker.io/d", "name==registry.example/b"]),
+        set(&["docker.io/d", "registry.example/b"])
+    );
+    assert_eq!(
+        names(&["labels.k!=v"]),
+        set(&["registry.example/b", "docker.io/d"])
+    );
+    assert_eq!(names(&["labels.k"]).len(), 3);
+
+    let table = env.ok(&["images", "ls", "--filter", "name==docker.io/c"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("TYPE"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("docker.io/c ") && lines[1].contains(&d),
+        "{table}"
+    );
+}
+
+#[test]
+fn images_tag_label_and_rm() {
+    let env = Env::new();
+    let d = sha256(b"m");
+    create_image(&env, "src", &d, &["a=1", "b=2"]);
+    assert_eq!(env.ok(&["images", "tag", "src", "dst"]).trim(), "dst");
+    env.ok(&["images", "label", "dst", "a=", "c=3"]);
+
+    let images = env.json(&["images", "ls", "--filter", "name==dst"]);
+    assert_eq!(images[0]["target"]["digest"], d.as_str());
+    assert_eq!(images[0]["labels"], serde_json::json!({"b": "2", "c": "3"}));
+
+    let err = env.fails(&["images", "tag", "src", "dst"]);
+    assert!(err.contains("\"dst\" already exists"), "{err}");
+    env.ok(&["images", "tag", "--force", "src", "dst"]);
+    let images = env.json(&["images", "ls", "--filter", "name==dst"]);
+    assert_eq!(images[0]["labels"], serde_json::json!({"a": "1", "b": "2"}));
+
+    // Removing a missing name fails naming it, after removing the others.
+    let out = env
+        .cmd(&["images", "rm", "src", "nope", "dst"])
+        .output()
+        .expect("run gcctl");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "src\ndst\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("image \"nope\" not found"));
+    assert_eq!(env.json(&["images", "ls"]), serde_json::json!([]));
+}
+
+#[test]
+fn namespaces_create_label_ls_and_rm() {
+    let env = Env::new();
+    assert_eq!(
+        env.ok(&["ns", "create", "team-a", "--label", "x=1"]).trim(),
+        "team-a"
+    );
+    env.ok(&["ns", "label", "team-a", "x=", "y=2"]);
+    let list = env.json(&["ns", "ls"]);
+    let ns = list
+        .as_array()
+        .and_then(|v| v.iter().find(|n| n["name"] == "team-a"))
+        .expect("team-a listed");
+    assert_eq!(ns["labels"], serde_json::json!({"y": "2"}));
+    assert!(env.ok(&["ns", "ls"]).contains("y=2"));
+
+    create_image(&env, "img", &sha256(b"x"), &[]);
+    // The image went to "default"; put one in team-a with -n.
+    env.ok(&[
+        "-n",
+        "team-a",
+        "images",
+        "create",
+        "img",
+        "--target",
+        &sha256(b"x"),
+        "--media-type",
+        MANIFEST,
+        "--size",
+        "1",
+    ]);
+    let err = env.fails(&["ns", "rm", "team-a"]);
+    assert!(err.contains("team-a") && err.contains("images"), "{err}");
+
+    env.ok(&["-n", "team-a", "images", "rm", "img"]);
+    assert_eq!(env.ok(&["ns", "rm", "team-a"]).trim(), "team-a");
+    assert!(!strings(&env.json(&["ns", "ls"]), "name").contains("team-a"));
+    // The default namespace kept its image.
+    assert_eq!(strings(&env.json(&["images", "ls"]), "name"), set(&["img"]));
+
+    let err = env.fails(&["ns", "create", "bad/name"]);
+    assert!(err.contains("bad/name"), "{err}");
+}
+
+#[test]
+fn leases_create_expire_resources_and_rm() {
+    let env = Env::new();
+    let id = env.ok(&[
+        "leases",
+        "create",
+        "--id",
+        "l1",
+        "--expires",
+        "1h",
+        "--label",
+        "who=me",
+    ]);
+    assert_eq!(id.trim(), "l1");
+    let never = env.ok(&["leases", "create", "--id", "forever", "--expires", "0"]);
+    assert_eq!(never.trim(), "forever");
+    let generated = env.ok(&["leases", "create"]);
+    let (nanos, suffix) = generated.trim().split_once('-').expect("<nanos>-<random>");
+    assert!(
+        nanos.parse::<u64>().is_ok() && suffix.len() == 6,
+        "{generated}"
+    );
+
+    let leases = env.json(&["leases", "ls"]);
+    let find = |id: &str| {
+        leases
+            .as_array()
+            .and_then(|v| v.iter().find(|l| l["id"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("lease {id} not listed: {leases}"))
+    };
+    let l1 = find("l1");
+    let expires = l1["expires_at"].as_str().expect("l1 expires");
+    assert_eq!(l1["labels"]["containerd.io/gc.expire"], expires);
+    assert_eq!(l1["labels"]["who"], "me");
+    // One hour after creation: compare the hour digits loosely via the date-time ordering.
+    let created = l1["created_at"].as_str().expect("created_at");
+    assert!(expires > created, "{expires} <= {created}");
+    assert!(find("forever")["expires_at"].is_null());
+    assert!(
+        find(generated.trim())["expires_at"].is_string(),
+        "default is 24h"
+    );
+
+    let table = env.ok(&["leases", "ls", "--filter", "id==l1"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].contains("EXPIRES"), "{table}");
+    assert!(lines[1].contains(&expires[..19]), "EXPIRES column: {table}");
+
+    let d = sha256(b"c");
+    env.ok(&["leases", "add", "l1", "content", &d]);
+    env.ok(&["leases", "add", "l1", "images", "img"]);
+    env.ok(&["leases", "add", "l1", "snapshots/overlay", "key"]);
+    let resources = env.json(&["leases", "resources", "l1"]);
+    assert_eq!(
+        resources,
+        serde_json::json!([
+            {"type": "content", "id": d},
+            {"type": "images", "id": "img"},
+            {"type": "snapshots/overlay", "id": "key"},
+        ])
+    );
+    env.ok(&["leases", "rm-resource", "l1", "images", "img"]);
+    assert_eq!(
+        env.json(&["leases", "resources", "l1"])
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    let err = env.fails(&["leases", "add", "l1", "content", "not-a-digest"]);
+    assert!(err.contains("not-a-digest"), "{err}");
+    let err = env.fails(&["leases", "add", "nope", "images", "img"]);
+    assert!(err.contains("lease \"nope\" not found"), "{err}");
+
+    env.ok(&["leases", "rm", "l1", "forever"]);
+    assert_eq!(
+        strings(&env.json(&["leases", "ls"]), "id"),
+        set(&[generated.trim()])
+    );
+}
+
+#[test]
+fn ingest_under_a_lease_adds_the_blob_to_it() {
+    let env = Env::new();
+    env.ok(&["leases", "create", "--id", "pull"]);
+    let data = random_bytes(5, 4096);
+    let digest = env.ok_stdin(&["content", "ingest", "layer", "--lease", "pull"], &data);
+    assert_eq!(
+        env.json(&["leases", "resources", "pull"]),
+        serde_json::json!([{"type": "content", "id": digest.trim()}])
+    );
+
+    // The same bytes again under another lease: the blob exists, and still joins that lease.
+    env.ok(&["leases", "create", "--id", "again"]);
+    let again = env.ok_stdin(&["content", "ingest", "layer2", "--lease", "again"], &data);
+    assert_eq!(again, digest);
+    assert_eq!(
+        env.json(&["leases", "resources", "again"]),
+        serde_json::json!([{"type": "content", "id": digest.trim()}])
+    );
+    // Likewise with --expected-digest, which skips the upload.
+    env.ok(&["leases", "create", "--id", "third"]);
+    env.ok_stdin(
+        &[
+            "content",
+            "ingest",
+            "layer3",
+            "--lease",
+            "third",
+            "--expected-digest",
+            digest.trim(),
+        ],
+        &data,
+    );
+    assert_eq!(
+        env.json(&["leases", "resources", "third"])
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let err = env.fails_stdin(&["content", "ingest", "x", "--lease", "missing"], &data);
+    assert!(err.contains("lease \"missing\" not found"), "{err}");
+}
+
+#[test]
+fn content_label_rm_and_namespace_isolation() {
+    let env = Env::new();
+    let one = random_bytes(6, 100);
+    let d1 = env.ok_stdin(&["content", "ingest", "one", "-l", "a=1"], &one);
+    let d1 = d1.trim();
+    let d2 = env.ok_stdin(&["content", "ingest", "two"], b"two");
+    let d2 = d2.trim();
+
+    env.ok(&["content", "label", d1, "a=", "b=2"]);
+    assert_eq!(
+        env.json(&["content", "info", d1])["labels"],
+        serde_json::json!({"b": "2"})
+    );
+    // Ingesting bytes the namespace has already succeeds and adds the labels given.
+    let again = env.ok_stdin(&["content", "ingest", "one-again", "-l", "c=3"], &one);
+    assert_eq!(again.trim(), d1);
+    assert_eq!(
+        env.json(&["content", "info", d1])["labels"],
+        serde_json::json!({"b": "2", "c": "3"})
+    );
+    let filtered = env.json(&["content", "ls", "--filter", "labels.b==2"]);
+    assert_eq!(strings(&filtered, "digest"), set(&[d1]));
+
+    // Another namespace sees none of it, through -n or STRATA_NAMESPACE.
+    assert_eq!(
+        env.json(&["-n", "other", "content", "ls"]),
+        serde_json::json!([])
+    );
+    let out = env
+        .cmd(&["content", "ls", "--json"])
+        .env("STRATA_NAMESPACE", "other")
+        .output()
+        .expect("run gcctl");
+    assert_eq!(ok_stdout(&["content", "ls"], &out).trim(), "[]");
+    let err = env.fails(&["-n", "other", "content", "get", d1]);
+    assert!(err.contains(d1) && err.contains("not found"), "{err}");
+
+    let removed = env.json(&["content", "rm", d1, d2]);
+    assert_eq!(removed, serde_json::json!({"removed": [d1, d2]}));
+    assert_eq!(env.json(&["content", "ls"]), serde_json::json!([]));
+    let err = env.fails(&["content", "rm", d1]);
+    assert!(err.contains(d1) && err.contains("not found"), "{err}");
+}
+
+#[test]
+fn info_reports_root_database_and_counts() {
+    let env = Env::new();
+    let data = random_bytes(7, 10_000);
+    let d = env.ok_stdin(&["content", "ingest", "a"], &data);
+    create_image(&env, "img", d.trim(), &[]);
+    env.ok(&["-n", "ns2", "leases", "create", "--id", "l"]);
+
+    let info = env.json(&["info"]);
+    let root = env.root();
+    assert_eq!(info["root"], root.to_str().expect("utf-8 path"));
+    assert_eq!(
+        info["database"]["path"],
+        root.join("meta.redb").to_str().expect("utf-8 path")
+    );
+    assert!(info["database"]["size"].as_u64().is_some_and(|s| s > 0));
+    assert_eq!(
+        info["database"]["schema_version"],
+        strata_store::db::SCHEMA_VERSION
+    );
+    assert_eq!(
+        info["blob_files"],
+        serde_json::json!({"count": 1, "bytes": 10_000})
+    );
+    let namespaces = info["namespaces"].as_array().expect("namespaces");
+    let default = namespaces
+        .iter()
+        .find(|n| n["name"] == "default")
+        .expect("default listed");
+    assert_eq!(default["blobs"], 1);
+    assert_eq!(default["images"], 1);
+    let ns2 = namespaces
+        .iter()
+        .find(|n| n["name"] == "ns2")
+        .expect("ns2 listed");
+    assert_eq!(ns2["leases"], 1);
+
+    let text = env.ok(&["info"]);
+    assert!(
+        text.contains("meta.redb") && text.contains("schema version"),
+        "{text}"
+    );
+
+    // STRATA_ROOT names the root when --root is absent.
+    let out = Command::cargo_bin("gcctl")
+        .expect("gcctl binary")
+        .env("STRATA_ROOT", &root)
+        .args(["info", "--json"])
+        .output()
+        .expect("run gcctl");
+    let via_env: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(via_env["root"], info["root"]);
+}
+
+#[test]
+fn bad_filters_and_usage_errors_exit_2() {
+    let env = Env::new();
+    for args in [
+        &["images", "ls", "--filter", "name==foo,"][..],
+        &["content", "ls", "--filter", "labels.ns/key==v"],
+        &["leases", "ls", "--filter", "labels.|foo|==x"],
+    ] {
+        let err = env.fails(args);
+        assert!(
+            err.starts_with("gcctl: invalid argument"),
+            "{args:?}: {err}"
+        );
+    }
+
+    for args in [
+        &["frobnicate"][..],
+        &["content"],
+        &["content", "info"],
+        &["content", "info", "sha256:abc"],
+        &[
+            "images",
+            "create",
+            "x",
+            "--target",
+            ZERO_DIGEST,
+            "--media-type",
+            "m",
+        ],
+        &["ns", "label", "default", "novalue"],
+        &["leases", "create", "--expires", "10"],
+        &["images", "ls", "--no-such-flag"],
+    ] {
+        let out = env.cmd(args).output().expect("run gcctl");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+    let help = env.ok(&["--help"]);
+    assert!(
+        help.contains("content") && help.contains("leases"),
+        "{help}"
+    );
+}
+
+#[test]
+fn a_closed_stdout_pipe_is_success() {
+    let env = Env::new();
+    let data = random_bytes(8, 4 << 20);
+    let digest = env.ok_stdin(&["content", "ingest", "big"], &data);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gcctl"))
+        .arg("--root")
+        .arg(env.root())
+        .args(["content", "get", digest.trim()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gcctl");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut head = [0u8; 10];
+    stdout.read_exact(&mut head).expect("read the first bytes");
+    assert_eq!(head[..], data[..10]);
+    // 4 MiB cannot fit in the pipe: closing it makes gcctl's next write fail with EPIPE.
+    drop(stdout);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn get_detects_a_damaged_blob_file() {
+    let env = Env::new();
+    let data = random_bytes(9, 5000);
+    let digest = env.ok_stdin(&["content", "ingest", "b"], &data);
+    let hex = digest.trim().trim_start_matches("sha256:");
+    let path: PathBuf = [
+        env.root().as_path(),
+        Path::new("content/blobs/sha256"),
+        Path::new(hex),
+    ]
+    .iter()
+    .collect();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut damaged = data.clone();
+    damaged[100] ^= 0xff;
+    std::fs::write(&path, &damaged).expect("damage blob");
+
+    let out = env
+        .cmd(&["content", "get", digest.trim()])
+        .output()
+        .expect("run gcctl");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(digest.trim()) && stderr.contains("damaged"),
+        "{stderr}"
+    );
+}
