@@ -279,10 +279,22 @@ fn a_damaged_orphan_blob_file_is_not_adopted() {
     let mut wrong = data.clone();
     wrong[10] ^= 0xff;
     std::fs::write(t.store.layout().blob(&d), &wrong).expect("plant orphan");
-    let opts = WriterOptions { expected: Some(d.clone()), total: data.len() as u64 };
-    let mut w = t.store.content().writer(&scope(NS), REF, opts).expect("writer");
-    assert_eq!(w.status().offset, 0, "a damaged orphan must not count as written");
+    let opts = WriterOptions {
+        expected: Some(d.clone()),
+        total: data.len() as u64,
+    };
+    let mut w = t
+        .store
+        .content()
+        .writer(&scope(NS), REF, opts)
+        .expect("writer");
+    assert_eq!(
+        w.status().offset,
+        0,
+        "a damaged orphan must not count as written"
+    );
     w.write_all(&data).expect("write");
-    w.commit(data.len() as u64, Some(&d), BTreeMap::new()).expect("commit replaces the orphan");
+    w.commit(data.len() as u64, Some(&d), BTreeMap::new())
+        .expect("commit replaces the orphan");
     check_invariants(&t.store);
 }
