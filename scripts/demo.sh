@@ -54,9 +54,14 @@ gcctl leases resources demo-lease
 step content ls --json
 gcctl content ls --json
 
-step "cleaning up the demo namespace"
+printf '\n\033[1m# removing what the demo made\033[0m\n'
 gcctl leases rm demo-lease
 gcctl images rm registry.example/demo:1 registry.example/demo:latest
 gcctl content rm "$digest" "$mdigest"
 gcctl ns rm strata-demo
+
+# Records are gone; their blob files stay on disk until garbage collection (the GC issue)
+# finds that no namespace uses them.
+step info
+gcctl info
 echo "done"

@@ -72,7 +72,8 @@ impl Adaptor for Lease {
 pub struct Resource {
     /// The resource id: a digest, an ingest ref, an image name or a snapshot key.
     pub id: String,
-    /// The resource type.
+    /// The resource type (`type` in JSON, as containerd names it).
+    #[serde(rename = "type")]
     pub kind: String,
 }
 

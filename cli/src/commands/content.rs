@@ -9,14 +9,12 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use strata_store::content::{BlobInfo, Writer, WriterOptions};
 use strata_store::identifiers::validate_labels;
-use strata_store::leases::Resource;
 use strata_store::{Digest, ErrorKind, Scope, Timestamp};
 
 use crate::app::{Ctx, each};
 use crate::args::{ContentCommand, IngestArgs};
 use crate::output::{self, table};
 use crate::parse::{Label, label_map};
-use crate::views::{BlobView, IngestView};
 
 /// Copy buffer size, as containerd's content helpers use.
 const CHUNK: usize = 1 << 20;
@@ -31,8 +29,7 @@ pub fn run(ctx: &mut Ctx, cmd: &ContentCommand) -> Result<()> {
         ContentCommand::Ls(f) => {
             let blobs = ctx.store.content().list(ns, &f.filters)?;
             if ctx.json {
-                let views: Vec<BlobView> = blobs.iter().map(Into::into).collect();
-                ctx.out.json(&views)?;
+                ctx.out.json(&blobs)?;
             } else {
                 let now = Timestamp::now();
                 let mut t = table(["DIGEST", "SIZE", "AGE", "LABELS"]);
@@ -56,7 +53,7 @@ pub fn run(ctx: &mut Ctx, cmd: &ContentCommand) -> Result<()> {
         ContentCommand::Label { digest, labels } => {
             let info = set_labels(ctx, ns, digest, labels)?;
             if ctx.json {
-                ctx.out.json(&BlobView::from(&info))?;
+                ctx.out.json(&info)?;
             }
         }
         ContentCommand::Rm { digests } => {
@@ -68,8 +65,7 @@ pub fn run(ctx: &mut Ctx, cmd: &ContentCommand) -> Result<()> {
         ContentCommand::Active(f) => {
             let statuses = ctx.store.content().list_statuses(ns, &f.filters)?;
             if ctx.json {
-                let views: Vec<IngestView> = statuses.iter().map(Into::into).collect();
-                ctx.out.json(&views)?;
+                ctx.out.json(&statuses)?;
             } else {
                 let mut t = table(["REF", "OFFSET", "TOTAL", "EXPECTED", "STARTED", "UPDATED"]);
                 for s in &statuses {
@@ -99,7 +95,7 @@ pub fn run(ctx: &mut Ctx, cmd: &ContentCommand) -> Result<()> {
 
 fn print_blob(ctx: &mut Ctx, info: &BlobInfo) -> Result<()> {
     if ctx.json {
-        ctx.out.json(&BlobView::from(info))?;
+        ctx.out.json(info)?;
         return Ok(());
     }
     let out = &mut ctx.out;
@@ -186,15 +182,8 @@ fn ingest(ctx: &mut Ctx, scope: Scope, args: &IngestArgs) -> Result<()> {
             ) {
                 Ok(d) => (d, false),
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    // The namespace has the blob already. The library does not add it to
-                    // the scope's lease on this path (containerd does), so do it here.
-                    if let Some(lease) = scope.lease() {
-                        ctx.store.leases().add_resource(
-                            scope.namespace(),
-                            lease,
-                            &Resource::new("content", digest.to_string()),
-                        )?;
-                    }
+                    // The namespace has the blob already (the library gave it to the scope's
+                    // lease); like ctr, that is success.
                     tracing::info!(%digest, "blob already present in this namespace");
                     (digest, true)
                 }
@@ -223,7 +212,7 @@ fn ingest(ctx: &mut Ctx, scope: Scope, args: &IngestArgs) -> Result<()> {
             Some(info) => info,
             None => content.info(scope.namespace(), &digest)?,
         };
-        ctx.out.json(&BlobView::from(&info))?;
+        ctx.out.json(&info)?;
     } else {
         ctx.out.line(&digest)?;
     }

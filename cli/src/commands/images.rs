@@ -8,7 +8,6 @@ use crate::app::{Ctx, each};
 use crate::args::{ImageCreateArgs, ImagesCommand};
 use crate::output::{self, table};
 use crate::parse::label_map;
-use crate::views::ImageView;
 
 pub fn run(ctx: &mut Ctx, cmd: &ImagesCommand) -> Result<()> {
     let scope = ctx.scope()?;
@@ -18,8 +17,7 @@ pub fn run(ctx: &mut Ctx, cmd: &ImagesCommand) -> Result<()> {
         ImagesCommand::Ls(f) => {
             let list = images.list(ns, &f.filters)?;
             if ctx.json {
-                let views: Vec<ImageView> = list.iter().map(Into::into).collect();
-                ctx.out.json(&views)?;
+                ctx.out.json(&list)?;
             } else {
                 let mut t = table(["NAME", "TYPE", "DIGEST", "SIZE", "LABELS"]);
                 for i in &list {
@@ -62,7 +60,7 @@ pub fn run(ctx: &mut Ctx, cmd: &ImagesCommand) -> Result<()> {
             let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
             let image = images.update(&scope, &image, &paths)?;
             if ctx.json {
-                ctx.out.json(&ImageView::from(&image))?;
+                ctx.out.json(&image)?;
             }
         }
         ImagesCommand::Rm { names } => {
@@ -90,7 +88,7 @@ fn new_image(args: &ImageCreateArgs) -> Image {
 
 fn print_image(ctx: &mut Ctx, image: &Image) -> Result<()> {
     if ctx.json {
-        ctx.out.json(&ImageView::from(image))?;
+        ctx.out.json(image)?;
     } else {
         ctx.out.line(&image.name)?;
     }

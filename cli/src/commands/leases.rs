@@ -12,7 +12,7 @@ use crate::app::{Ctx, each};
 use crate::args::{LeasesCommand, ResourceArgs};
 use crate::output::{self, table};
 use crate::parse::label_map;
-use crate::views::{LeaseView, ResourceView};
+use crate::views::LeaseView;
 
 pub fn run(ctx: &mut Ctx, cmd: &LeasesCommand) -> Result<()> {
     let scope = ctx.scope()?;
@@ -69,8 +69,7 @@ pub fn run(ctx: &mut Ctx, cmd: &LeasesCommand) -> Result<()> {
         LeasesCommand::Resources { id } => {
             let list = leases.resources(ns, id)?;
             if ctx.json {
-                let views: Vec<ResourceView> = list.iter().map(Into::into).collect();
-                ctx.out.json(&views)?;
+                ctx.out.json(&list)?;
             } else {
                 let mut t = table(["TYPE", "ID"]);
                 for r in &list {

@@ -7,15 +7,13 @@ use crate::app::{Ctx, each};
 use crate::args::NsCommand;
 use crate::output::{self, table};
 use crate::parse::label_map;
-use crate::views::NamespaceView;
 
 pub fn run(ctx: &mut Ctx, cmd: &NsCommand) -> Result<()> {
     match cmd {
         NsCommand::Ls => {
             let namespaces = ctx.store.namespaces().list()?;
             if ctx.json {
-                let views: Vec<NamespaceView> = namespaces.iter().map(Into::into).collect();
-                ctx.out.json(&views)?;
+                ctx.out.json(&namespaces)?;
             } else {
                 let mut t = table(["NAME", "LABELS"]);
                 for n in &namespaces {
@@ -27,7 +25,7 @@ pub fn run(ctx: &mut Ctx, cmd: &NsCommand) -> Result<()> {
         NsCommand::Create { name, labels } => {
             let ns = ctx.store.namespaces().create(name, label_map(labels))?;
             if ctx.json {
-                ctx.out.json(&NamespaceView::from(&ns))?;
+                ctx.out.json(&ns)?;
             } else {
                 ctx.out.line(&ns.name)?;
             }
@@ -50,7 +48,7 @@ pub fn run(ctx: &mut Ctx, cmd: &NsCommand) -> Result<()> {
                 ns = namespaces.set_label(name, &l.key, &l.value)?;
             }
             if ctx.json {
-                ctx.out.json(&NamespaceView::from(&ns))?;
+                ctx.out.json(&ns)?;
             }
         }
     }
