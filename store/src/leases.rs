@@ -221,13 +221,7 @@ impl Leases<'_> {
     /// NotFound for a missing lease; InvalidArgument for a bad digest or snapshot type;
     /// NotImplemented for another type.
     pub fn add_resource(&self, namespace: &str, id: &str, resource: &Resource) -> Result<()> {
-        let r = resource.validated()?;
-        let txn = self.store.db().write()?;
-        require_lease(&txn, namespace, id)?;
-        txn.open_table(LEASE_RESOURCES)?
-            .insert((namespace, id, r.kind.as_str(), r.id.as_str()), ())?;
-        txn.commit()?;
-        Ok(())
+        self.change_resource(namespace, id, resource, true)
     }
 
     /// Removes a resource from a lease; a resource not in it is fine.
@@ -235,11 +229,27 @@ impl Leases<'_> {
     /// # Errors
     /// NotFound for a missing lease; the type errors of [`Leases::add_resource`].
     pub fn delete_resource(&self, namespace: &str, id: &str, resource: &Resource) -> Result<()> {
+        self.change_resource(namespace, id, resource, false)
+    }
+
+    fn change_resource(
+        &self,
+        namespace: &str,
+        id: &str,
+        resource: &Resource,
+        add: bool,
+    ) -> Result<()> {
         let r = resource.validated()?;
         let txn = self.store.db().write()?;
         require_lease(&txn, namespace, id)?;
-        txn.open_table(LEASE_RESOURCES)?
-            .remove((namespace, id, r.kind.as_str(), r.id.as_str()))?;
+        let key = (namespace, id, r.kind.as_str(), r.id.as_str());
+        let mut t = txn.open_table(LEASE_RESOURCES)?;
+        if add {
+            t.insert(key, ())?;
+        } else {
+            t.remove(key)?;
+        }
+        drop(t);
         txn.commit()?;
         Ok(())
     }

@@ -108,7 +108,8 @@ impl Writer {
         }
         let existing: Option<IngestRecord> =
             db::get(&txn.open_table(INGESTS)?, INGESTS_TABLE, ns, reference)?;
-        let record = match existing {
+        let now = Timestamp::now();
+        let mut record = match existing {
             Some(mut r) => {
                 if r.expected.is_none() {
                     r.expected.clone_from(&options.expected);
@@ -116,48 +117,34 @@ impl Writer {
                 if r.total == 0 {
                     r.total = options.total;
                 }
-                // As on first open: a lease in the scope takes the ingest (and must exist),
-                // otherwise the unleased expiry starts again from now.
-                r.expires_at = scope
-                    .lease()
-                    .is_none()
-                    .then(|| Timestamp::now().plus(store.inner.options.ingest_expiry));
-                leases::attach(&txn, scope, "ingests", reference)?;
-                db::put(
-                    &mut txn.open_table(INGESTS)?,
-                    INGESTS_TABLE,
-                    ns,
-                    reference,
-                    &r,
-                )?;
-                txn.commit()?;
                 r
             }
             None => {
                 namespaces::ensure(&txn, ns)?;
-                let now = Timestamp::now();
-                let r = IngestRecord {
+                IngestRecord {
                     id: db::next_id(&txn)?,
                     expected: options.expected.clone(),
                     total: options.total,
                     started_at: now,
-                    expires_at: scope
-                        .lease()
-                        .is_none()
-                        .then(|| now.plus(store.inner.options.ingest_expiry)),
-                };
-                db::put(
-                    &mut txn.open_table(INGESTS)?,
-                    INGESTS_TABLE,
-                    ns,
-                    reference,
-                    &r,
-                )?;
-                leases::attach(&txn, scope, "ingests", reference)?;
-                txn.commit()?;
-                r
+                    expires_at: None,
+                }
             }
         };
+        // On every open, new or resumed: a lease in the scope takes the ingest (and must
+        // exist); without one the ingest expires `ingest_expiry` after this open.
+        record.expires_at = scope
+            .lease()
+            .is_none()
+            .then(|| now.plus(store.inner.options.ingest_expiry));
+        leases::attach(&txn, scope, "ingests", reference)?;
+        db::put(
+            &mut txn.open_table(INGESTS)?,
+            INGESTS_TABLE,
+            ns,
+            reference,
+            &record,
+        )?;
+        txn.commit()?;
         failpoint!("content.writer.after_record");
 
         let algorithm = record
