@@ -16,7 +16,29 @@ use crate::codec;
 use crate::error::{Error, Result};
 
 /// Schema version this build writes. Older files are migrated at open in one transaction.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The schema's history: step `n` brings a version `n - 1` file to version `n`. A new file runs
+/// them all. Tables are created up front so read transactions can open them unconditionally.
+type Migration = fn(&redb::WriteTransaction) -> Result<()>;
+const MIGRATIONS: &[(u32, Migration)] = &[(1, create_v1_tables), (2, create_snapshot_tables)];
+
+fn create_v1_tables(txn: &redb::WriteTransaction) -> Result<()> {
+    txn.open_table(NAMESPACES)?;
+    txn.open_table(BLOBS)?;
+    txn.open_table(INGESTS)?;
+    txn.open_table(IMAGES)?;
+    txn.open_table(LEASES)?;
+    txn.open_table(LEASE_RESOURCES)?;
+    txn.open_table(CONTAINERS)?;
+    Ok(())
+}
+
+fn create_snapshot_tables(txn: &redb::WriteTransaction) -> Result<()> {
+    txn.open_table(SNAPSHOTS)?;
+    txn.open_table(SNAPSHOT_CHILDREN)?;
+    Ok(())
+}
 
 /// Store-wide values: `schema_version` (u32 LE), `next_id` (u64 LE).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -35,6 +57,12 @@ pub const LEASE_RESOURCES: TableDefinition<(&str, &str, &str, &str), ()> =
     TableDefinition::new("lease_resources");
 /// (namespace, container id) -> `ContainerRecord`.
 pub const CONTAINERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("containers");
+
+/// (namespace, snapshotter, key) -> snapshot record (owned by strata-snapshotter).
+pub const SNAPSHOTS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("snapshots");
+/// (namespace, snapshotter, parent key, child key) -> (): the children index.
+pub const SNAPSHOT_CHILDREN: TableDefinition<(&str, &str, &str, &str), ()> =
+    TableDefinition::new("snapshot_children");
 
 const KEY_SCHEMA_VERSION: &str = "schema_version";
 const KEY_NEXT_ID: &str = "next_id";
@@ -139,22 +167,17 @@ impl Db {
                     supported: SCHEMA_VERSION,
                 });
             }
-            // Versions below SCHEMA_VERSION get their migrations here, in this one
-            // transaction, in order. Version 1 is the first schema, so there are none yet.
+            // Older or new: run every step above the version found, in this one transaction.
             _ => {}
         }
-        {
-            // Creating every table up front lets read transactions open them unconditionally.
-            txn.open_table(NAMESPACES)?;
-            txn.open_table(BLOBS)?;
-            txn.open_table(INGESTS)?;
-            txn.open_table(IMAGES)?;
-            txn.open_table(LEASES)?;
-            txn.open_table(LEASE_RESOURCES)?;
-            txn.open_table(CONTAINERS)?;
-            let mut meta = txn.open_table(META)?;
-            meta.insert(KEY_SCHEMA_VERSION, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+        let from = found.unwrap_or(0);
+        for (version, step) in MIGRATIONS {
+            if *version > from {
+                step(&txn)?;
+            }
         }
+        txn.open_table(META)?
+            .insert(KEY_SCHEMA_VERSION, SCHEMA_VERSION.to_le_bytes().as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -301,6 +324,21 @@ pub fn keys(
         out.push(key.to_owned());
     }
     Ok(out)
+}
+
+/// Reserves `count` consecutive store-wide ids in one transaction; returns the first.
+pub fn reserve_ids(db: &Db, count: u64) -> Result<u64> {
+    let txn = db.write()?;
+    let first = next_id(&txn)?;
+    if count > 1 {
+        let mut meta = txn.open_table(META)?;
+        meta.insert(
+            KEY_NEXT_ID,
+            first.saturating_add(count).to_le_bytes().as_slice(),
+        )?;
+    }
+    txn.commit()?;
+    Ok(first)
 }
 
 /// Whether a namespace has at least one record in `table`.

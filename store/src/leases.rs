@@ -289,12 +289,7 @@ fn require_lease(txn: &redb::WriteTransaction, namespace: &str, id: &str) -> Res
 ///
 /// # Errors
 /// NotFound ("lease ... not found") when the scope names a lease that does not exist.
-pub(crate) fn attach(
-    txn: &redb::WriteTransaction,
-    scope: &Scope,
-    kind: &str,
-    id: &str,
-) -> Result<()> {
+pub fn attach(txn: &redb::WriteTransaction, scope: &Scope, kind: &str, id: &str) -> Result<()> {
     let Some(lease) = scope.lease() else {
         return Ok(());
     };
@@ -305,12 +300,7 @@ pub(crate) fn attach(
 }
 
 /// Removes `(kind, id)` from the scope's lease, if it has one, inside `txn`.
-pub(crate) fn detach(
-    txn: &redb::WriteTransaction,
-    scope: &Scope,
-    kind: &str,
-    id: &str,
-) -> Result<()> {
+pub fn detach(txn: &redb::WriteTransaction, scope: &Scope, kind: &str, id: &str) -> Result<()> {
     let Some(lease) = scope.lease() else {
         return Ok(());
     };

@@ -10,7 +10,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::db::{self, BLOBS, CONTAINERS, IMAGES, INGESTS, LEASES, NAMESPACES};
+use crate::db::{self, BLOBS, CONTAINERS, IMAGES, INGESTS, LEASES, NAMESPACES, SNAPSHOTS};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::identifiers::{set_label, validate_identifier, validate_labels};
@@ -133,7 +133,8 @@ impl Namespaces<'_> {
     /// Deletes an empty namespace with its leases and ingests.
     ///
     /// # Errors
-    /// NotFound; FailedPrecondition naming what remains (images, blobs, containers).
+    /// NotFound; FailedPrecondition naming what remains (images, blobs, containers,
+    /// snapshots).
     pub fn delete(&self, name: &str) -> Result<()> {
         let txn = self.store.db().write()?;
         let mut ingest_ids = Vec::new();
@@ -151,6 +152,11 @@ impl Namespaces<'_> {
             }
             if db::any_in_namespace(&txn.open_table(CONTAINERS)?, name)? {
                 remaining.push("containers");
+            }
+            if let Some(item) = txn.open_table(SNAPSHOTS)?.range((name, "", "")..)?.next()
+                && item?.0.value().0 == name
+            {
+                remaining.push("snapshots");
             }
             if !remaining.is_empty() {
                 return Err(Error::FailedPrecondition(format!(
@@ -182,7 +188,7 @@ impl Namespaces<'_> {
 
 /// Creates the namespace record inside `txn` if the namespace does not exist yet (first
 /// write into a namespace creates it, as in containerd).
-pub(crate) fn ensure(txn: &redb::WriteTransaction, name: &str) -> Result<()> {
+pub fn ensure(txn: &redb::WriteTransaction, name: &str) -> Result<()> {
     let mut t = txn.open_table(NAMESPACES)?;
     if t.get(name)?.is_none() {
         let r = NamespaceRecord {

@@ -133,6 +133,8 @@ pub(crate) struct Inner {
     /// Shared by blob commits, exclusive for a sweep of blob files, so a file is never removed
     /// between a commit's check that it exists and the transaction that records it.
     pub(crate) blob_files: RwLock<()>,
+    /// Ids reserved from the database sequence and not handed out yet: `next..end`.
+    ids: Mutex<(u64, u64)>,
     _lock: StoreLock,
 }
 
@@ -172,6 +174,7 @@ impl Store {
                 options,
                 open_writers: Mutex::new(HashMap::new()),
                 blob_files: RwLock::new(()),
+                ids: Mutex::new((0, 0)),
                 _lock: lock,
             }),
         })
@@ -207,7 +210,34 @@ impl Store {
         Containers { store: self }
     }
 
-    pub(crate) fn db(&self) -> &Db {
+    /// The metadata database, for strata's sibling crates (snapshots, GC) that keep their
+    /// records in it. Writers must follow the durability protocol of `docs/design.md`: data
+    /// durable first, then the transaction that names it.
+    pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// A new store-wide id for an on-disk object (an ingest or snapshot directory). Ids are
+    /// never reused; they are reserved from the database sequence in blocks, so most calls
+    /// cost no transaction, and a crash only skips the unused rest of a block.
+    pub fn allocate_id(&self) -> Result<u64> {
+        const BLOCK: u64 = 64;
+        let mut ids = self
+            .inner
+            .ids
+            .lock()
+            .map_err(|_| crate::Error::Unavailable("id allocator lock poisoned".into()))?;
+        if ids.0 == ids.1 {
+            let first = crate::db::reserve_ids(&self.inner.db, BLOCK)?;
+            *ids = (first, first + BLOCK);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+
+    /// `<root>/snapshots/<snapshotter>`.
+    pub fn snapshot_root(&self, snapshotter: &str) -> PathBuf {
+        self.inner.layout.snapshots().join(snapshotter)
     }
 }

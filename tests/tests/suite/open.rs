@@ -241,3 +241,46 @@ fn clean_close_seals_the_database_and_open_consumes_the_seal() {
     assert!(!seal.exists(), "open removes the seal before writing");
     drop(store);
 }
+
+#[test]
+fn a_version_1_database_is_migrated_in_one_transaction() {
+    use redb::ReadableDatabase;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = dir.path().join("meta.redb");
+    {
+        // What the first schema wrote: its tables, a record, and version 1.
+        let db = redb::Database::create(&meta).expect("create");
+        let txn = db.begin_write().expect("write");
+        use strata_store::db::{BLOBS, CONTAINERS, IMAGES, INGESTS, LEASES, NAMESPACES};
+        txn.open_table(NAMESPACES).expect("table");
+        for t in [BLOBS, INGESTS, IMAGES, LEASES, CONTAINERS] {
+            txn.open_table(t).expect("table");
+        }
+        txn.open_table(strata_store::db::LEASE_RESOURCES)
+            .expect("table");
+        txn.open_table(strata_store::db::META)
+            .expect("meta")
+            .insert("schema_version", 1u32.to_le_bytes().as_slice())
+            .expect("version");
+        txn.commit().expect("commit");
+    }
+    drop(Store::open(dir.path(), small_options()).expect("open migrates"));
+    fs::remove_file(dir.path().join("meta.redb.seal")).expect("remove seal");
+    let db = redb::Database::create(&meta).expect("reopen with redb");
+    let txn = db.begin_read().expect("read");
+    let version = txn
+        .open_table(strata_store::db::META)
+        .expect("meta")
+        .get("schema_version")
+        .expect("get")
+        .map(|v| v.value().to_vec());
+    assert_eq!(
+        version,
+        Some(strata_store::db::SCHEMA_VERSION.to_le_bytes().to_vec())
+    );
+    assert!(
+        txn.open_table(strata_store::db::SNAPSHOTS).is_ok(),
+        "snapshot tables created"
+    );
+    assert!(txn.open_table(strata_store::db::SNAPSHOT_CHILDREN).is_ok());
+}

@@ -1,0 +1,17 @@
+//! strata-snapshotter: snapshots on the store's one database, their overlay and native
+//! backends and mounts, layer apply and diff, and image unpack and commit.
+//!
+//! Three concerns, three module folders: `backend/` (directories and mounts), `layer/`
+//! (compression, tar apply with whiteouts, diff), `image/` (unpack, commit, OCI import and
+//! export).
+// Tests may unwrap and panic; the library itself may not.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![warn(missing_docs)]
+
+mod error;
+pub mod layer;
+
+pub use error::{Error, Result};
