@@ -11,7 +11,13 @@
 )]
 #![warn(missing_docs)]
 
+pub mod backend;
 mod error;
 pub mod layer;
+pub mod snapshot;
+mod snapshotter;
 
+pub use backend::Mount;
 pub use error::{Error, Result};
+pub use snapshot::{Info, Kind, Usage};
+pub use snapshotter::{FAILPOINTS, LABEL_SNAPSHOT_REF, Snapshotter};
