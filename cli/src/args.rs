@@ -74,6 +74,91 @@ pub enum Command {
     /// Manage leases and their resources
     #[command(subcommand, visible_alias = "lease")]
     Leases(LeasesCommand),
+    /// Manage snapshots (overlay or native)
+    #[command(visible_alias = "snapshot")]
+    Snapshots(SnapshotsArgs),
+}
+
+/// `gcctl snapshots [--snapshotter S] ...`
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Snapshotter: overlay (needs root and the overlay module) or native (full copies)
+    #[arg(long, short = 's', default_value = "overlay", global = true, value_parser = ["overlay", "native"])]
+    pub snapshotter: String,
+    #[command(subcommand)]
+    pub command: SnapshotsCommand,
+}
+
+/// `gcctl snapshots ...`
+#[derive(Debug, Subcommand)]
+pub enum SnapshotsCommand {
+    /// List snapshots (KEY PARENT KIND)
+    #[command(visible_alias = "list")]
+    Ls(Filters),
+    /// Show snapshots as a tree of parents and children
+    Tree,
+    /// Show one snapshot
+    Info {
+        /// Snapshot key
+        key: String,
+    },
+    /// Create an active snapshot KEY on PARENT and print its mounts
+    Prepare {
+        /// New snapshot key
+        key: String,
+        /// Committed parent
+        parent: Option<String>,
+        /// Label, KEY=VALUE; repeatable
+        #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
+    /// Create a read-only view KEY of PARENT and print its mounts
+    View {
+        /// New snapshot key
+        key: String,
+        /// Committed parent
+        parent: Option<String>,
+        /// Label, KEY=VALUE; repeatable
+        #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
+    /// Commit the active snapshot KEY as NAME
+    Commit {
+        /// Name of the committed snapshot
+        name: String,
+        /// Active snapshot key
+        key: String,
+        /// Label, KEY=VALUE; repeatable
+        #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
+    /// Remove snapshots (children first)
+    #[command(visible_aliases = ["remove", "delete"])]
+    Rm {
+        /// Snapshot keys
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Print the shell command that mounts KEY at TARGET (--json: the mount list)
+    Mounts {
+        /// Snapshot key
+        key: String,
+        /// Mount point
+        target: PathBuf,
+    },
+    /// Show disk usage (KEY SIZE INODES)
+    Usage {
+        /// Snapshot keys [default: all]
+        keys: Vec<String>,
+    },
+    /// Set labels on a snapshot; KEY= deletes one
+    Label {
+        /// Snapshot key
+        key: String,
+        /// Labels, KEY=VALUE
+        #[arg(required = true, value_parser = parse_label)]
+        labels: Vec<Label>,
+    },
 }
 
 /// `--filter`, repeatable; several filters are OR'd, selectors inside one are AND'd.

@@ -818,3 +818,84 @@ fn get_detects_a_damaged_blob_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn snapshots_prepare_commit_view_tree_and_mounts() {
+    let env = Env::new();
+    // The native snapshotter runs anywhere; the overlay one is covered by the library suite.
+    let sn = ["snapshots", "--snapshotter", "native"];
+    let run = |args: &[&str]| env.ok(&[&sn[..], args].concat());
+    let prepared = run(&["prepare", "base-key"]);
+    assert!(
+        prepared.starts_with("bind ") && prepared.contains("rbind,rw"),
+        "{prepared}"
+    );
+    assert_eq!(run(&["commit", "base", "base-key"]).trim(), "base");
+    run(&["prepare", "child", "base", "--label", "team=storage"]);
+    run(&["view", "look", "base"]);
+    assert_eq!(
+        run(&["tree"]),
+        "base [committed]\n  child [active]\n  look [view]\n"
+    );
+
+    let listed: Value = serde_json::from_str(
+        &env.ok(&[&sn[..], &["--json", "ls", "--filter", "kind==active"]].concat()),
+    )
+    .expect("json");
+    assert_eq!(strings(&listed, "name"), set(&["child"]));
+    assert_eq!(listed[0]["labels"]["team"], "storage");
+
+    let target = env.dir.path().join("mnt");
+    let target = target.to_str().expect("utf-8 path");
+    let cmd = run(&["mounts", "look", target]);
+    assert!(
+        cmd.starts_with("mount --rbind ") && cmd.contains("remount,bind,ro"),
+        "{cmd}"
+    );
+    let mounts: Value =
+        serde_json::from_str(&env.ok(&[&sn[..], &["--json", "mounts", "look", target]].concat()))
+            .expect("json");
+    assert_eq!(mounts[0]["type"], "bind");
+    assert!(
+        mounts[0]["options"]
+            .as_array()
+            .is_some_and(|o| o.contains(&Value::from("ro")))
+    );
+
+    // A parent with children cannot go; children first, then it can.
+    let out = env
+        .cmd(&[&sn[..], &["rm", "base"]].concat())
+        .output()
+        .expect("run");
+    let err = error_stderr(&["snapshots", "rm", "base"], &out);
+    assert!(err.contains("base") && err.contains("child"), "{err}");
+    run(&["rm", "child", "look", "base"]);
+    assert_eq!(run(&["tree"]), "");
+}
+
+#[test]
+fn snapshots_errors_name_the_snapshot() {
+    let env = Env::new();
+    let sn = ["snapshots", "--snapshotter", "native"];
+    let out = env
+        .cmd(&[&sn[..], &["prepare", "k", "no-such-parent"]].concat())
+        .output()
+        .expect("run");
+    let err = error_stderr(&["snapshots", "prepare"], &out);
+    assert!(err.contains("no-such-parent"), "{err}");
+    env.ok(&[&sn[..], &["prepare", "k"]].concat());
+    let out = env
+        .cmd(&[&sn[..], &["prepare", "k"]].concat())
+        .output()
+        .expect("run");
+    let err = error_stderr(&["snapshots", "prepare"], &out);
+    assert!(
+        err.contains("\"k\"") && err.contains("already exists"),
+        "{err}"
+    );
+    let out = env
+        .cmd(&["snapshots", "--snapshotter", "zfs", "ls"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -5,6 +5,7 @@ mod images;
 mod info;
 mod leases;
 mod ns;
+mod snapshots;
 
 use anyhow::Result;
 
@@ -22,6 +23,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Content(cmd) => content::run(&mut ctx, cmd),
         Command::Images(cmd) => images::run(&mut ctx, cmd),
         Command::Leases(cmd) => leases::run(&mut ctx, cmd),
+        Command::Snapshots(args) => snapshots::run(&mut ctx, args),
     };
     let flushed = ctx.out.flush();
     outcome?;
