@@ -77,6 +77,37 @@ pub enum Command {
     /// Manage snapshots (overlay or native)
     #[command(visible_alias = "snapshot")]
     Snapshots(SnapshotsArgs),
+    /// Import images from an OCI layout directory, its tar archive, or a docker-save archive
+    Import {
+        /// The layout directory or archive
+        source: PathBuf,
+        /// Name for the image (when the source holds exactly one)
+        #[arg(long)]
+        name: Option<String>,
+        /// Unpack the imported images into the snapshotter
+        #[arg(long)]
+        unpack: bool,
+        /// Snapshotter for --unpack
+        #[arg(long, default_value = "overlay", value_parser = ["overlay", "native"])]
+        snapshotter: String,
+    },
+    /// Export images as an OCI layout tar archive
+    Export {
+        /// Images to export
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Archive to write
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Unpack an image's layers into snapshots (chain IDs)
+    Unpack {
+        /// Image name
+        name: String,
+        /// Snapshotter
+        #[arg(long, default_value = "overlay", value_parser = ["overlay", "native"])]
+        snapshotter: String,
+    },
 }
 
 /// `gcctl snapshots [--snapshotter S] ...`

@@ -231,6 +231,9 @@ impl Snapshotter {
         let id = self.store.allocate_id()?;
         let staging = self.root.join(format!("new-{id}"));
         let dir = self.dir(id);
+        // The mounts depend only on paths: computing them first means a chain that cannot be
+        // mounted (over the kernel's 500 layers) is refused before anything is built.
+        let mounts = self.backend.mounts(&dir, kind, &parent_dirs)?;
         let built = self
             .backend
             .create(&staging, kind, &parent_dirs)
@@ -261,7 +264,7 @@ impl Snapshotter {
             return Err(e);
         }
         failpoint!("snapshot.prepare.after_db");
-        self.backend.mounts(&dir, kind, &parent_dirs)
+        Ok(mounts)
     }
 
     /// The transaction that publishes a prepared snapshot, re-checking what may have changed
@@ -310,6 +313,36 @@ impl Snapshotter {
         key: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<()> {
+        self.commit_inner(scope, name, key, None, labels)
+    }
+
+    /// Commits the parentless active snapshot `key` as `name` on top of the committed
+    /// `parent` (containerd's rebase): how layers applied side by side are stacked in chain
+    /// order afterwards. Only valid for layers whose files do not depend on the parent's, as
+    /// an overlay upper dir does not.
+    ///
+    /// # Errors
+    /// Those of [`Snapshotter::commit`]; InvalidArgument when `key` has a parent already or
+    /// `parent` is not committed; NotFound for `parent`.
+    pub fn commit_onto(
+        &self,
+        scope: &Scope,
+        name: &str,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.commit_inner(scope, name, key, Some(parent), labels)
+    }
+
+    fn commit_inner(
+        &self,
+        scope: &Scope,
+        name: &str,
+        key: &str,
+        rebase: Option<&str>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<()> {
         if name.is_empty() {
             return Err(strata_store::Error::InvalidArgument(
                 "snapshot name must not be empty".into(),
@@ -328,6 +361,14 @@ impl Snapshotter {
         }
         if self.record(ns, name)?.is_some() {
             return Err(already_exists(name));
+        }
+        if let Some(p) = rebase
+            && rec.parent.is_some()
+        {
+            return Err(strata_store::Error::InvalidArgument(format!(
+                "snapshot {key:?} has a parent already; it cannot be committed onto {p:?}"
+            ))
+            .into());
         }
         let dir = self.dir(rec.id);
         let usage = fs::disk_usage(&fs_dir(&dir))?;
@@ -348,11 +389,31 @@ impl Snapshotter {
             if get(&table, ns, self.name, name)?.is_some() {
                 return Err(already_exists(name));
             }
+            if let Some(p) = rebase {
+                match get(&table, ns, self.name, p)? {
+                    Some(parent) if parent.kind == Kind::Committed => {}
+                    Some(parent) => {
+                        return Err(strata_store::Error::InvalidArgument(format!(
+                            "parent snapshot {p:?} is {}, not committed",
+                            parent.kind
+                        ))
+                        .into());
+                    }
+                    None => {
+                        return Err(strata_store::Error::NotFound {
+                            kind: "parent snapshot",
+                            id: p.to_owned(),
+                        }
+                        .into());
+                    }
+                }
+            }
+            let parent = rebase.map(str::to_owned).or_else(|| rec.parent.clone());
             let now = Timestamp::now();
             let committed = SnapshotRecord {
                 id: rec.id,
                 kind: Kind::Committed,
-                parent: rec.parent.clone(),
+                parent: parent.clone(),
                 labels,
                 created_at: now,
                 updated_at: now,
@@ -360,11 +421,13 @@ impl Snapshotter {
             };
             table.remove((ns, self.name, key)).map_err(store_err)?;
             put(&mut table, ns, self.name, name, &committed)?;
+            let mut children = txn.open_table(SNAPSHOT_CHILDREN).map_err(store_err)?;
             if let Some(p) = &rec.parent {
-                let mut children = txn.open_table(SNAPSHOT_CHILDREN).map_err(store_err)?;
                 children
                     .remove((ns, self.name, p.as_str(), key))
                     .map_err(store_err)?;
+            }
+            if let Some(p) = &parent {
                 children
                     .insert((ns, self.name, p.as_str(), name), ())
                     .map_err(store_err)?;

@@ -1,6 +1,7 @@
 //! One module per command family; [`run`] dispatches.
 
 mod content;
+mod image_io;
 mod images;
 mod info;
 mod leases;
@@ -24,6 +25,19 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Images(cmd) => images::run(&mut ctx, cmd),
         Command::Leases(cmd) => leases::run(&mut ctx, cmd),
         Command::Snapshots(args) => snapshots::run(&mut ctx, args),
+        Command::Import {
+            source,
+            name,
+            unpack,
+            snapshotter,
+        } => image_io::import(
+            &mut ctx,
+            source,
+            name.as_deref(),
+            unpack.then_some(snapshotter.as_str()),
+        ),
+        Command::Export { names, output } => image_io::export(&mut ctx, names, output),
+        Command::Unpack { name, snapshotter } => image_io::unpack(&mut ctx, name, snapshotter),
     };
     let flushed = ctx.out.flush();
     outcome?;

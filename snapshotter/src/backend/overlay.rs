@@ -13,7 +13,8 @@ pub const MAX_LOWER_DIRS: usize = 500;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Overlay {
     /// Extra options for every overlay mount: `index=off` where the module has an index
-    /// parameter (containerd does the same), `userxattr` inside a user namespace.
+    /// parameter (containerd does the same). Rootless overlay (`userxattr`) is not
+    /// supported: without root, use the native snapshotter.
     pub(crate) options: Vec<String>,
 }
 

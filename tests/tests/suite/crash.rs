@@ -1,4 +1,4 @@
-//! kill -9 at every content failpoint.
+//! kill -9 at every content and snapshot failpoint.
 //!
 //! Each case re-runs this test binary as a child that arms one failpoint with
 //! `return(kill)` (the child sends itself SIGKILL there, so no destructor or flush runs) and
@@ -8,6 +8,12 @@
 //! - every file under `content/blobs` holds exactly the bytes its name says (nothing
 //!   half-published);
 //! - the interrupted ingest resumes at the bytes on disk, and finishing it commits the blob.
+//!
+//! Snapshot failpoints run for the native snapshotter (always) and overlay (where it mounts).
+//! After reopening: every snapshot record names an existing directory, the interrupted
+//! operation either happened or did not, the directories no record names are exactly the one
+//! orphan that failpoint's window leaves (reclaiming them is the garbage collector's), and the
+//! snapshotter keeps working next to the orphan.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,13 +21,18 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use strata_snapshotter::{Kind, Snapshotter};
 use strata_store::content::WriterOptions;
 use strata_store::{Digest, ErrorKind, Store};
 
-use crate::support::{bytes, labels, put_blob, scope, sha256, small_options};
+use crate::snapshots::{Mounted, Work, unrecorded_dirs};
+use crate::support::{
+    TestStore, bytes, labels, put_blob, scope, sha256, small_options, snapshotter,
+};
 
 const CHILD_FAILPOINT: &str = "STRATA_CRASH_FAILPOINT";
 const CHILD_ROOT: &str = "STRATA_CRASH_ROOT";
+const CHILD_SNAPSHOTTER: &str = "STRATA_CRASH_SNAPSHOTTER";
 const REF: &str = "crash-ref";
 const NS: &str = "crash";
 
@@ -38,6 +49,11 @@ fn crash_child() {
         return;
     };
     let store = Store::open(&root, small_options()).expect("child open");
+    if failpoint.starts_with("snapshot.") {
+        snapshot_child(&store, &failpoint);
+        // Reaching this line means the failpoint was never hit.
+        std::process::exit(3);
+    }
     let s = scope(NS);
     let data = payload();
     // Work before arming: what the failpoint's operation needs to exist.
@@ -82,6 +98,10 @@ fn crash_child() {
 }
 
 fn run_child(failpoint: &str, root: &Path) {
+    run_child_with(failpoint, root, &[]);
+}
+
+fn run_child_with(failpoint: &str, root: &Path, envs: &[(&str, &str)]) {
     let out = Command::new(std::env::current_exe().expect("test binary path"))
         .args([
             "--exact",
@@ -92,6 +112,7 @@ fn run_child(failpoint: &str, root: &Path) {
         ])
         .env(CHILD_FAILPOINT, failpoint)
         .env(CHILD_ROOT, root)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("spawn child");
@@ -268,6 +289,14 @@ fn every_failpoint_has_a_crash_case() {
             "no kill -9 case for {name}"
         );
     }
+    for name in strata_snapshotter::FAILPOINTS {
+        for backend in ["native", "overlay"] {
+            assert!(
+                source.contains(&format!("snap_crash_at(\"{backend}\", \"{name}\")")),
+                "no kill -9 case for {name} on {backend}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -297,4 +326,313 @@ fn a_damaged_orphan_blob_file_is_not_adopted() {
     w.commit(data.len() as u64, Some(&d), BTreeMap::new())
         .expect("commit replaces the orphan");
     check_invariants(&t.store);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots.
+
+/// The child's snapshot workload: a committed `base` (holding `/base`), then the operation
+/// the failpoint interrupts: prepare `child` on `base`; commit `work` (holding `/written`) as
+/// `done`; remove `victim` (holding `/victim`).
+fn snapshot_child(store: &Store, failpoint: &str) {
+    let backend = std::env::var(CHILD_SNAPSHOTTER).expect("snapshotter for the child");
+    let sn = Snapshotter::open(store, &backend).expect("child snapshotter");
+    let s = scope(NS);
+    let write = |key: &str, file: &str| {
+        let dir = sn.files(NS, key).expect("files");
+        std::fs::write(dir.join(file), file).expect("write into the snapshot");
+    };
+    sn.prepare(&s, "base-a", None, labels(&[]))
+        .expect("prepare base");
+    write("base-a", "base");
+    sn.commit(&s, "base", "base-a", labels(&[]))
+        .expect("commit base");
+    if failpoint.starts_with("snapshot.commit.") {
+        sn.prepare(&s, "work", Some("base"), labels(&[]))
+            .expect("prepare work");
+        write("work", "written");
+    } else if failpoint.starts_with("snapshot.remove.") {
+        sn.prepare(&s, "victim", Some("base"), labels(&[]))
+            .expect("prepare victim");
+        write("victim", "victim");
+    }
+    fail::cfg(failpoint, "return(kill)").expect("arm failpoint");
+    if failpoint.starts_with("snapshot.prepare.") {
+        let _ = sn.prepare(&s, "child", Some("base"), labels(&[("k", "v")]));
+    } else if failpoint.starts_with("snapshot.commit.") {
+        let _ = sn.commit(&s, "done", "work", labels(&[("k", "v")]));
+    } else if failpoint.starts_with("snapshot.remove.") {
+        let _ = sn.remove(&s, "victim");
+    }
+}
+
+/// A root after a child was killed at a snapshot failpoint, reopened.
+struct SnapCrash {
+    _dir: tempfile::TempDir,
+    store: Store,
+    sn: Snapshotter,
+    /// Entries of `snapshots/<sn>/` that no record names.
+    left: Vec<String>,
+}
+
+impl SnapCrash {
+    fn kind(&self, key: &str) -> Option<Kind> {
+        match self.sn.stat(NS, key) {
+            Ok(info) => Some(info.kind),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => panic!("stat {key}: {e}"),
+        }
+    }
+
+    /// The single unrecorded entry, which must be named `<prefix><id>`; returns its path.
+    fn single_orphan(&self, prefix: &str) -> std::path::PathBuf {
+        assert_eq!(self.left.len(), 1, "exactly one orphan: {:?}", self.left);
+        let name = &self.left[0];
+        let id = name
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("orphan {name:?} should start with {prefix:?}"));
+        assert!(
+            id.parse::<u64>().is_ok(),
+            "orphan {name:?} is named by an id"
+        );
+        self.sn.root().join(name)
+    }
+
+    /// The snapshotter keeps working next to what the crash left: a new layer on `base`
+    /// mounts, commits and goes away, and the orphans are unchanged (no id collides).
+    fn still_works(&self) {
+        let s = scope(NS);
+        let work = Work::new();
+        let m = self
+            .sn
+            .prepare(&s, "after-crash", Some("base"), labels(&[]))
+            .expect("prepare after the crash");
+        {
+            let g = Mounted::new(&m, work.mountpoint("after-crash"));
+            assert_eq!(std::fs::read(g.path().join("base")).expect("base"), b"base");
+            std::fs::write(g.path().join("new"), "new").expect("write");
+        }
+        self.sn
+            .commit(&s, "after-crash-c", "after-crash", labels(&[]))
+            .expect("commit after the crash");
+        self.sn.remove(&s, "after-crash-c").expect("remove");
+        assert_eq!(unrecorded_dirs(&self.store, &self.sn), self.left);
+    }
+}
+
+/// Runs the snapshot workload for `failpoint` on `backend` in a child killed there, reopens
+/// the root and checks what always holds. `None` when overlay cannot mount on this host.
+fn snap_crash_at(backend: &str, failpoint: &str) -> Option<SnapCrash> {
+    if backend == "overlay" {
+        let probe = TestStore::new();
+        snapshotter(&probe.store, "overlay")?;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_child_with(failpoint, dir.path(), &[(CHILD_SNAPSHOTTER, backend)]);
+    let store = Store::open(dir.path(), small_options()).expect("reopen after kill -9");
+    check_invariants(&store);
+    let sn = Snapshotter::open(&store, backend).expect("snapshotter after reopen");
+    // Every record names an existing directory (checked while listing the orphans).
+    let left = unrecorded_dirs(&store, &sn);
+    let base = sn.stat(NS, "base").expect("base survives");
+    assert_eq!(base.kind, Kind::Committed);
+    let base_files = sn.files(NS, "base").expect("base files");
+    assert_eq!(
+        std::fs::read(base_files.join("base")).expect("base"),
+        b"base"
+    );
+    eprintln!("{backend} {failpoint}: unrecorded {left:?}");
+    Some(SnapCrash {
+        _dir: dir,
+        store,
+        sn,
+        left,
+    })
+}
+
+/// Killed while the new directory is still `new-<id>`: no record; the staging directory is
+/// the orphan.
+fn check_prepare_before_rename(c: &SnapCrash) {
+    assert_eq!(c.kind("child"), None, "no record before the transaction");
+    let orphan = c.single_orphan("new-");
+    assert!(orphan.join("fs").is_dir(), "the staged tree is complete");
+    if c.sn.name() == "native" {
+        assert_eq!(
+            std::fs::read(orphan.join("fs/base")).expect("copied parent"),
+            b"base"
+        );
+    } else {
+        assert!(orphan.join("work").is_dir());
+    }
+    c.still_works();
+}
+
+/// Killed after the rename into `<id>`, before the record: the `<id>` directory is the
+/// orphan.
+fn check_prepare_after_rename(c: &SnapCrash) {
+    assert_eq!(c.kind("child"), None, "no record before the transaction");
+    let orphan = c.single_orphan("");
+    assert!(orphan.join("fs").is_dir());
+    if c.sn.name() == "native" {
+        assert_eq!(
+            std::fs::read(orphan.join("fs/base")).expect("copied parent"),
+            b"base"
+        );
+    }
+    c.still_works();
+}
+
+/// Killed after the transaction: the snapshot exists, complete and mountable; no orphan.
+fn check_prepare_after_db(c: &SnapCrash) {
+    let info = c.sn.stat(NS, "child").expect("recorded");
+    assert_eq!(info.kind, Kind::Active);
+    assert_eq!(info.parent.as_deref(), Some("base"));
+    assert_eq!(info.labels, labels(&[("k", "v")]));
+    assert_eq!(c.left, Vec::<String>::new());
+    let work = Work::new();
+    let m = c.sn.mounts(NS, "child").expect("mounts");
+    {
+        let g = Mounted::new(&m, work.mountpoint("child"));
+        assert_eq!(std::fs::read(g.path().join("base")).expect("base"), b"base");
+        std::fs::write(g.path().join("more"), "more").expect("write");
+    }
+    c.sn.commit(&scope(NS), "child-c", "child", labels(&[]))
+        .expect("commit the recovered snapshot");
+    c.still_works();
+}
+
+/// Killed before the commit transaction: `work` is still active with what was written;
+/// `done` does not exist; the commit can be retried.
+fn check_commit_before_db(c: &SnapCrash) {
+    assert_eq!(
+        c.kind("work"),
+        Some(Kind::Active),
+        "the key is still active"
+    );
+    assert_eq!(c.kind("done"), None);
+    assert_eq!(c.left, Vec::<String>::new());
+    let files = c.sn.files(NS, "work").expect("files");
+    assert_eq!(
+        std::fs::read(files.join("written")).expect("written"),
+        b"written"
+    );
+    c.sn.commit(&scope(NS), "done", "work", labels(&[]))
+        .expect("retried commit");
+    assert_eq!(c.kind("done"), Some(Kind::Committed));
+    c.still_works();
+}
+
+/// Killed after the commit transaction: `done` is committed (same directory, usage
+/// recorded) and `work` is gone; no orphan.
+fn check_commit_after_db(c: &SnapCrash) {
+    assert_eq!(c.kind("work"), None, "the key is gone");
+    let info = c.sn.stat(NS, "done").expect("committed");
+    assert_eq!(info.kind, Kind::Committed);
+    assert_eq!(info.parent.as_deref(), Some("base"));
+    assert_eq!(info.labels, labels(&[("k", "v")]));
+    assert_eq!(c.left, Vec::<String>::new());
+    let files = c.sn.files(NS, "done").expect("files");
+    assert_eq!(
+        std::fs::read(files.join("written")).expect("written"),
+        b"written"
+    );
+    let usage = c.sn.usage(NS, "done").expect("usage");
+    assert!(usage.inodes >= 2, "usage recorded at commit: {usage:?}");
+    c.still_works();
+}
+
+/// Killed after the remove transaction, before the directory was renamed `rm-<id>`: the
+/// record is gone and the victim's `<id>` directory is the orphan.
+fn check_remove_after_db(c: &SnapCrash) {
+    assert_eq!(c.kind("victim"), None, "the remove committed");
+    let orphan = c.single_orphan("");
+    assert_eq!(
+        std::fs::read(orphan.join("fs/victim")).expect("the victim's files"),
+        b"victim"
+    );
+    c.still_works();
+}
+
+#[test]
+fn kill_native_snapshot_prepare_before_rename() {
+    if let Some(c) = snap_crash_at("native", "snapshot.prepare.before_rename") {
+        check_prepare_before_rename(&c);
+    }
+}
+
+#[test]
+fn kill_overlay_snapshot_prepare_before_rename() {
+    if let Some(c) = snap_crash_at("overlay", "snapshot.prepare.before_rename") {
+        check_prepare_before_rename(&c);
+    }
+}
+
+#[test]
+fn kill_native_snapshot_prepare_after_rename() {
+    if let Some(c) = snap_crash_at("native", "snapshot.prepare.after_rename") {
+        check_prepare_after_rename(&c);
+    }
+}
+
+#[test]
+fn kill_overlay_snapshot_prepare_after_rename() {
+    if let Some(c) = snap_crash_at("overlay", "snapshot.prepare.after_rename") {
+        check_prepare_after_rename(&c);
+    }
+}
+
+#[test]
+fn kill_native_snapshot_prepare_after_db() {
+    if let Some(c) = snap_crash_at("native", "snapshot.prepare.after_db") {
+        check_prepare_after_db(&c);
+    }
+}
+
+#[test]
+fn kill_overlay_snapshot_prepare_after_db() {
+    if let Some(c) = snap_crash_at("overlay", "snapshot.prepare.after_db") {
+        check_prepare_after_db(&c);
+    }
+}
+
+#[test]
+fn kill_native_snapshot_commit_before_db() {
+    if let Some(c) = snap_crash_at("native", "snapshot.commit.before_db") {
+        check_commit_before_db(&c);
+    }
+}
+
+#[test]
+fn kill_overlay_snapshot_commit_before_db() {
+    if let Some(c) = snap_crash_at("overlay", "snapshot.commit.before_db") {
+        check_commit_before_db(&c);
+    }
+}
+
+#[test]
+fn kill_native_snapshot_commit_after_db() {
+    if let Some(c) = snap_crash_at("native", "snapshot.commit.after_db") {
+        check_commit_after_db(&c);
+    }
+}
+
+#[test]
+fn kill_overlay_snapshot_commit_after_db() {
+    if let Some(c) = snap_crash_at("overlay", "snapshot.commit.after_db") {
+        check_commit_after_db(&c);
+    }
+}
+
+#[test]
+fn kill_native_snapshot_remove_after_db() {
+    if let Some(c) = snap_crash_at("native", "snapshot.remove.after_db") {
+        check_remove_after_db(&c);
+    }
+}
+
+#[test]
+fn kill_overlay_snapshot_remove_after_db() {
+    if let Some(c) = snap_crash_at("overlay", "snapshot.remove.after_db") {
+        check_remove_after_db(&c);
+    }
 }

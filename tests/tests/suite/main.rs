@@ -4,7 +4,9 @@
 //!   containerd's semantics (reference sections 3, 4, 6 and 10);
 //! - `open`: opening, locking and damaged databases;
 //! - `crash`: a child process killed with SIGKILL at every content failpoint, then reopened;
-//! - `model`: a property test of ingest/commit/abort/reopen against a simple model.
+//! - `model`: a property test of ingest/commit/abort/reopen against a simple model;
+//! - `snapshots`: containerd's snapshotter suite for the overlay and native backends, with
+//!   real mounts.
 
 mod support;
 
@@ -12,7 +14,9 @@ mod containers;
 mod content;
 mod crash;
 mod images;
+mod images_io;
 mod leases;
 mod model;
 mod namespaces;
 mod open;
+mod snapshots;
