@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds gcctl and runs it end to end on the default store (or $STRATA_ROOT): ingest a blob,
-# list it, read it back, tag it as an image, protect it with a lease, show what the store
-# holds, then remove what the demo made. It works in its own namespace, `strata-demo`, so it
-# leaves the rest of the store alone.
+# Builds gcctl and runs it end to end on the default store (or $STRATA_ROOT): import the sample
+# OCI archive the repository ships and unpack it, show its snapshots and mount its root
+# filesystem, then ingest, read back, tag and lease a blob, and finally remove what the demo
+# made. It works in its own namespace, `strata-demo`, so it leaves the rest of the store alone.
+# Overlay needs root; without it the demo uses the native snapshotter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,12 +12,44 @@ gcctl() { ./target/release/gcctl -n strata-demo "$@"; }
 step() { printf '\n\033[1m$ gcctl %s\033[0m\n' "$*"; }
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+mnt="$work/rootfs"
+mkdir -p "$mnt"
+cleanup() {
+  mountpoint -q "$mnt" 2>/dev/null && umount "$mnt"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+if [ "$(id -u)" -eq 0 ]; then sn=overlay; else sn=native; fi
 head -c 3000000 /dev/urandom > "$work/blob"
 printf '{"schemaVersion":2}\n' > "$work/manifest"
 
 step info
 gcctl info
+
+step import fixtures/sample.tar --unpack --snapshotter $sn
+gcctl import fixtures/sample.tar --unpack --snapshotter $sn
+image=docker.io/strata/sample:latest
+top=$(gcctl --json unpack "$image" --snapshotter $sn | sed -n 's/.*"chain_id": *"\(sha256:[0-9a-f]*\)".*/\1/p' | tail -n 1)
+
+step images ls
+gcctl images ls
+
+step snapshots --snapshotter $sn tree
+gcctl snapshots --snapshotter $sn tree
+
+step snapshots --snapshotter $sn view demo-view "${top:0:19}..."
+gcctl snapshots --snapshotter $sn view demo-view "$top"
+step snapshots --snapshotter $sn mounts demo-view rootfs
+gcctl snapshots --snapshotter $sn mounts demo-view "$mnt"
+if [ "$(id -u)" -eq 0 ]; then
+  eval "$(gcctl snapshots --snapshotter $sn mounts demo-view "$mnt")"
+  step "(mounted) ls -l rootfs/usr/bin rootfs/opt/app"
+  ls -l "$mnt/usr/bin" "$mnt/opt/app"
+  umount "$mnt"
+fi
+
+step snapshots --snapshotter $sn usage
+gcctl snapshots --snapshotter $sn usage
 
 step content ingest demo-blob --label demo=yes '<' blob
 digest=$(gcctl content ingest demo-blob --label demo=yes < "$work/blob")
@@ -56,8 +89,18 @@ gcctl content ls --json
 
 printf '\n\033[1m# removing what the demo made\033[0m\n'
 gcctl leases rm demo-lease
-gcctl images rm registry.example/demo:1 registry.example/demo:latest
+gcctl images rm registry.example/demo:1 registry.example/demo:latest "$image"
 gcctl content rm "$digest" "$mdigest"
+# Snapshots go children first: the view, then the chain from the top down.
+gcctl snapshots --snapshotter $sn rm demo-view
+chain=$(gcctl --json snapshots --snapshotter $sn ls | sed -n 's/.*"name": *"\(sha256:[0-9a-f]*\)".*/\1/p')
+while [ -n "$chain" ]; do
+  for key in $chain; do gcctl snapshots --snapshotter $sn rm "$key" >/dev/null 2>&1 || true; done
+  chain=$(gcctl --json snapshots --snapshotter $sn ls | sed -n 's/.*"name": *"\(sha256:[0-9a-f]*\)".*/\1/p')
+done
+for d in $(gcctl --json content ls | sed -n 's/.*"digest": *"\(sha256:[0-9a-f]*\)".*/\1/p'); do
+  gcctl content rm "$d" >/dev/null
+done
 gcctl ns rm strata-demo
 
 # Records are gone; their blob files stay on disk until garbage collection (the GC issue)
