@@ -35,6 +35,10 @@ pub const FAILPOINTS: &[&str] = &[
     "snapshot.commit.before_db",
     "snapshot.commit.after_db",
     "snapshot.remove.after_db",
+    "unpack.after_prepare",
+    "unpack.after_apply",
+    "unpack.after_commit",
+    "unpack.before_config_label",
 ];
 
 /// Label naming the snapshot a prepare is meant to become (containerd's remote-snapshotter

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use strata_store::leases::Lease;
-use strata_store::{Digest, ErrorKind, Scope, Store};
+use strata_store::{Digest, ErrorKind, Scope, Store, failpoint};
 
 use super::import::read_json;
 use super::oci::{self, Config, Descriptor, Index, Manifest};
@@ -166,6 +166,7 @@ pub fn unpack(
         progress,
     };
     let result = job.run().and_then(|layers| {
+        failpoint!("unpack.before_config_label");
         let mut info = store.content().info(ns, &manifest.config.digest)?;
         let key = format!("containerd.io/gc.ref.snapshot.{}", sn.name());
         info.labels.insert(key.clone(), top.to_string());
@@ -312,7 +313,10 @@ impl Job<'_> {
         let key = loop {
             let key = format!("extract-{} {chain_id}", unique());
             match self.sn.prepare(self.scope, &key, parent, labels.clone()) {
-                Ok(_) => break key,
+                Ok(_) => {
+                    failpoint!("unpack.after_prepare");
+                    break key;
+                }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     if self.exists(&self.chain[i])? {
                         return Ok(None);
@@ -326,7 +330,10 @@ impl Job<'_> {
             }
         };
         match self.apply(i, &key) {
-            Ok(()) => Ok(Some(key)),
+            Ok(()) => {
+                failpoint!("unpack.after_apply");
+                Ok(Some(key))
+            }
             Err(e) => {
                 let _ = self.sn.remove(self.scope, &key);
                 Err(e)
@@ -383,7 +390,10 @@ impl Job<'_> {
             _ => self.sn.commit(self.scope, &name, key, BTreeMap::new()),
         };
         match done {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                failpoint!("unpack.after_commit");
+                Ok(())
+            }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 let _ = self.sn.remove(self.scope, key);
                 Ok(())

@@ -54,6 +54,10 @@ fn crash_child() {
         // Reaching this line means the failpoint was never hit.
         std::process::exit(3);
     }
+    if failpoint.starts_with("unpack.") {
+        unpack_child(&store, &failpoint, Path::new(&root));
+        std::process::exit(3);
+    }
     let s = scope(NS);
     let data = payload();
     // Work before arming: what the failpoint's operation needs to exist.
@@ -291,8 +295,13 @@ fn every_failpoint_has_a_crash_case() {
     }
     for name in strata_snapshotter::FAILPOINTS {
         for backend in ["native", "overlay"] {
+            let case = if name.starts_with("unpack.") {
+                format!("unpack_crash_at(\"{backend}\", \"{name}\")")
+            } else {
+                format!("snap_crash_at(\"{backend}\", \"{name}\")")
+            };
             assert!(
-                source.contains(&format!("snap_crash_at(\"{backend}\", \"{name}\")")),
+                source.contains(&case),
                 "no kill -9 case for {name} on {backend}"
             );
         }
@@ -634,5 +643,179 @@ fn kill_native_snapshot_remove_after_db() {
 fn kill_overlay_snapshot_remove_after_db() {
     if let Some(c) = snap_crash_at("overlay", "snapshot.remove.after_db") {
         check_remove_after_db(&c);
+    }
+}
+
+// --- unpack ---------------------------------------------------------------------------------
+
+const SAMPLE: &str = "docker.io/strata/sample:latest";
+
+/// The child of the unpack cases: imports the sample image, then unpacks it with the failpoint
+/// armed.
+fn unpack_child(store: &Store, failpoint: &str, root: &Path) {
+    use strata_snapshotter::image::{import, unpack};
+    let backend = std::env::var(CHILD_SNAPSHOTTER).expect("snapshotter for the child");
+    let sn = Snapshotter::open(store, &backend).expect("child snapshotter");
+    let image = strata_tests::fixture::sample().expect("sample image");
+    let archive = root.with_extension("sample.tar");
+    strata_tests::fixture::OciLayout::new(&[&image])
+        .write_archive(&archive)
+        .expect("archive");
+    import::import(
+        store,
+        &scope(NS),
+        &archive,
+        &import::ImportOptions::default(),
+        &mut |_| {},
+    )
+    .expect("import");
+    fail::cfg(failpoint, "return(kill)").expect("arm failpoint");
+    let _ = unpack::unpack(store, &sn, &scope(NS), SAMPLE, &|_| {});
+}
+
+/// Kills an unpack at `failpoint`, reopens, checks that no record names a missing directory,
+/// and that unpacking again completes. Returns the store, the snapshotter, and what the
+/// interrupted unpack left (committed chain IDs, extraction snapshots).
+fn unpack_crash_at(
+    backend: &str,
+    failpoint: &str,
+) -> Option<(
+    tempfile::TempDir,
+    Store,
+    Snapshotter,
+    Vec<strata_snapshotter::Info>,
+)> {
+    use strata_snapshotter::image::unpack;
+    if backend == "overlay" {
+        let probe = TestStore::new();
+        snapshotter(&probe.store, "overlay")?;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    run_child_with(failpoint, &root, &[(CHILD_SNAPSHOTTER, backend)]);
+    let store = Store::open(&root, small_options()).expect("reopen after kill -9");
+    check_invariants(&store);
+    let sn = Snapshotter::open(&store, backend).expect("snapshotter after reopen");
+    let left = unrecorded_dirs(&store, &sn);
+    let before = sn.list::<&str>(NS, &[]).expect("list");
+    for info in &before {
+        assert!(
+            sn.files(NS, &info.name).expect("files").is_dir(),
+            "record {} names a missing directory",
+            info.name
+        );
+    }
+    eprintln!(
+        "{backend} {failpoint}: snapshots {:?}, unrecorded {left:?}",
+        before.iter().map(|i| (&i.name, i.kind)).collect::<Vec<_>>()
+    );
+    // The interrupted unpack does not stand in the way of the next one.
+    let done =
+        unpack::unpack(&store, &sn, &scope(NS), SAMPLE, &|_| {}).expect("unpack after the crash");
+    assert_eq!(
+        sn.stat(NS, &done.chain_id.to_string()).expect("top").kind,
+        Kind::Committed
+    );
+    let (_, manifest) = unpack::resolve_manifest(&store, NS, SAMPLE).expect("manifest");
+    let config = store
+        .content()
+        .info(NS, &manifest.config.digest)
+        .expect("config");
+    assert_eq!(
+        config
+            .labels
+            .get(&format!("containerd.io/gc.ref.snapshot.{backend}")),
+        Some(&done.chain_id.to_string())
+    );
+    Some((dir, store, sn, before))
+}
+
+fn extraction_keys(infos: &[strata_snapshotter::Info]) -> Vec<&str> {
+    infos
+        .iter()
+        .filter(|i| i.name.starts_with("extract-"))
+        .map(|i| i.name.as_str())
+        .collect()
+}
+
+fn committed_chain_ids(infos: &[strata_snapshotter::Info]) -> usize {
+    infos
+        .iter()
+        .filter(|i| i.kind == Kind::Committed && i.name.starts_with("sha256:"))
+        .count()
+}
+
+#[test]
+fn kill_native_unpack_after_prepare() {
+    if let Some((_d, _s, _sn, left)) = unpack_crash_at("native", "unpack.after_prepare") {
+        assert_eq!(
+            extraction_keys(&left).len(),
+            1,
+            "the prepared extraction snapshot stays (leased)"
+        );
+        assert_eq!(committed_chain_ids(&left), 0);
+    }
+}
+
+#[test]
+fn kill_overlay_unpack_after_prepare() {
+    if let Some((_d, _s, _sn, left)) = unpack_crash_at("overlay", "unpack.after_prepare") {
+        assert!(!extraction_keys(&left).is_empty());
+        assert_eq!(committed_chain_ids(&left), 0);
+    }
+}
+
+#[test]
+fn kill_native_unpack_after_apply() {
+    if let Some((_d, _s, _sn, left)) = unpack_crash_at("native", "unpack.after_apply") {
+        assert_eq!(extraction_keys(&left).len(), 1);
+        assert_eq!(
+            committed_chain_ids(&left),
+            0,
+            "nothing is committed before its data is synced"
+        );
+    }
+}
+
+#[test]
+fn kill_overlay_unpack_after_apply() {
+    if let Some((_d, _s, _sn, left)) = unpack_crash_at("overlay", "unpack.after_apply") {
+        assert!(!extraction_keys(&left).is_empty());
+        assert_eq!(committed_chain_ids(&left), 0);
+    }
+}
+
+#[test]
+fn kill_native_unpack_after_commit() {
+    if let Some((_d, _s, _sn, left)) = unpack_crash_at("native", "unpack.after_commit") {
+        assert_eq!(
+            committed_chain_ids(&left),
+            1,
+            "the first layer is committed, the rest is not"
+        );
+        assert!(extraction_keys(&left).is_empty());
+    }
+}
+
+#[test]
+fn kill_overlay_unpack_after_commit() {
+    if let Some((_d, _s, _sn, left)) = unpack_crash_at("overlay", "unpack.after_commit") {
+        assert_eq!(committed_chain_ids(&left), 1);
+    }
+}
+
+#[test]
+fn kill_native_unpack_before_config_label() {
+    if let Some((_d, _s, _sn, left)) = unpack_crash_at("native", "unpack.before_config_label") {
+        assert_eq!(committed_chain_ids(&left), 3, "every layer committed");
+        assert!(extraction_keys(&left).is_empty());
+    }
+}
+
+#[test]
+fn kill_overlay_unpack_before_config_label() {
+    if let Some((_d, _s, _sn, left)) = unpack_crash_at("overlay", "unpack.before_config_label") {
+        assert_eq!(committed_chain_ids(&left), 3);
+        assert!(extraction_keys(&left).is_empty());
     }
 }
