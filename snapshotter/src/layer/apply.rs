@@ -178,7 +178,8 @@ enum Kind {
     File,
     Symlink(Vec<u8>),
     Hardlink(Vec<u8>),
-    Device(FileType, u64, u64),
+    /// Type and (major, minor), within Linux's limits.
+    Device(FileType, u32, u32),
     Fifo,
 }
 
@@ -193,6 +194,7 @@ struct Meta {
     xattrs: Vec<(OsString, Vec<u8>)>,
 }
 
+/// The state of one apply: the target, what this layer wrote, deferred directory times.
 struct Applier<'a> {
     root: OwnedFd,
     target: &'a Path,
@@ -417,10 +419,11 @@ impl Kind {
             let b = h.as_bytes();
             let major = b.get(329..337).and_then(numeric_field);
             let minor = b.get(337..345).and_then(numeric_field);
-            match (major, minor) {
-                (Some(ma), Some(mi)) if ma <= MAX_MAJOR && mi <= MAX_MINOR => {
-                    Ok(Kind::Device(ft, ma, mi))
-                }
+            let fits = |v: Option<u64>, max: u64| {
+                v.filter(|v| *v <= max).and_then(|v| u32::try_from(v).ok())
+            };
+            match (fits(major, MAX_MAJOR), fits(minor, MAX_MINOR)) {
+                (Some(ma), Some(mi)) => Ok(Kind::Device(ft, ma, mi)),
                 _ => Err(invalid(shown, "device number out of range")),
             }
         };
@@ -624,11 +627,7 @@ impl Applier<'_> {
                 0
             }
             Kind::Device(ft, major, minor) => {
-                // Bounds were checked against MAX_MAJOR/MAX_MINOR, so these fit.
-                let dev = rustix::fs::makedev(
-                    u32::try_from(major).unwrap_or(0),
-                    u32::try_from(minor).unwrap_or(0),
-                );
+                let dev = rustix::fs::makedev(major, minor);
                 rustix::fs::mknodat(&dir.fd, base, ft, Mode::from_raw_mode(0o600), dev)
                     .map_err(|e| self.fail(&shown, "mknod", &rel, e))?;
                 self.set_meta_at(dir.fd.as_fd(), base, &rel, &meta, ft, &shown)?;
