@@ -100,6 +100,28 @@ pub enum Command {
         #[arg(long, short = 'o', value_name = "FILE")]
         output: PathBuf,
     },
+    /// Commit an active snapshot's changes as a new image
+    Commit {
+        /// Active snapshot key (a container's root filesystem)
+        key: String,
+        /// Name of the new image
+        name: String,
+        /// Snapshotter holding KEY
+        #[arg(long, default_value = "overlay", value_parser = ["overlay", "native"])]
+        snapshotter: String,
+        /// Base image [default: the image unpacked to KEY's parent]
+        #[arg(long)]
+        base: Option<String>,
+        /// Author recorded in the config and its history
+        #[arg(long)]
+        author: Option<String>,
+        /// Comment recorded in the history
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+        /// The command that made the changes, for the history
+        #[arg(long)]
+        created_by: Option<String>,
+    },
     /// Unpack an image's layers into snapshots (chain IDs)
     Unpack {
         /// Image name

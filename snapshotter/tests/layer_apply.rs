@@ -1539,3 +1539,6 @@ fn diff_id_covers_everything_after_the_end_blocks() {
         );
     }
 }
+
+#[path = "layer_diff.rs"]
+mod layer_diff;

@@ -124,3 +124,26 @@ fn unpack_one(ctx: &Ctx, sn: &Snapshotter, name: &str) -> Result<Unpacked> {
     let _ = output::size(total);
     Ok(u)
 }
+
+pub fn commit(
+    ctx: &mut Ctx,
+    key: &str,
+    name: &str,
+    snapshotter: &str,
+    options: &strata_snapshotter::image::commit::CommitOptions,
+) -> Result<()> {
+    let sn = Snapshotter::open(&ctx.store, snapshotter)?;
+    let scope = ctx.scope()?;
+    let committed =
+        strata_snapshotter::image::commit::commit(&ctx.store, &sn, &scope, key, name, options)
+            .with_context(|| format!("commit {key} as {name}"))?;
+    if ctx.json {
+        ctx.out.json(&committed)?;
+    } else {
+        ctx.out.line(format!(
+            "{} {}",
+            committed.image.name, committed.image.target.digest
+        ))?;
+    }
+    Ok(())
+}

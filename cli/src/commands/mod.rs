@@ -38,6 +38,24 @@ pub fn run(cli: &Cli) -> Result<()> {
         ),
         Command::Export { names, output } => image_io::export(&mut ctx, names, output),
         Command::Unpack { name, snapshotter } => image_io::unpack(&mut ctx, name, snapshotter),
+        Command::Commit {
+            key,
+            name,
+            snapshotter,
+            base,
+            author,
+            message,
+            created_by,
+        } => {
+            let options = strata_snapshotter::image::commit::CommitOptions {
+                base: base.clone(),
+                author: author.clone(),
+                comment: message.clone(),
+                created_by: created_by.clone(),
+                ..Default::default()
+            };
+            image_io::commit(&mut ctx, key, name, snapshotter, &options)
+        }
     };
     let flushed = ctx.out.flush();
     outcome?;

@@ -136,6 +136,32 @@ fn copy_entry(
     copy_metadata(from, to, &meta)
 }
 
+/// Gives the directory `target/rel` the owner, mode, xattrs and times that `rel` has in the
+/// first of `layers` (nearest first) where every component of `rel` is a real directory, never
+/// following a symlink there. Returns whether a layer had it.
+pub(crate) fn copy_dir_metadata(
+    layers: &[std::path::PathBuf],
+    rel: &Path,
+    target: &Path,
+) -> Result<bool> {
+    'layers: for layer in layers {
+        let mut path = layer.clone();
+        for component in rel.components() {
+            path.push(component);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => continue 'layers,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue 'layers,
+                Err(e) => return Err(Error::io("stat", &path, e)),
+            }
+        }
+        let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
+        copy_metadata(&path, &target.join(rel), &meta)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Owner, xattrs, mode (after the owner, so set-id bits survive) and times, never following a
 /// symlink.
 fn copy_metadata(from: &Path, to: &Path, meta: &fs::Metadata) -> Result<()> {

@@ -237,7 +237,7 @@ impl Job<'_> {
     /// Applies layers `todo` side by side (parentless), then commits them in chain order.
     fn run_parallel(&self, todo: &[usize], applied: &mut [bool]) -> Result<()> {
         let next = AtomicU64::new(0);
-        let results: Vec<(usize, Result<Option<String>>)> = std::thread::scope(|s| {
+        let results: Vec<(usize, Result<Option<Extracted>>)> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..apply_threads().min(todo.len()))
                 .map(|_| {
                     s.spawn(|| {
@@ -257,7 +257,7 @@ impl Job<'_> {
                 .flat_map(|w| w.join().unwrap_or_default())
                 .collect()
         });
-        let mut keys: BTreeMap<usize, Option<String>> = BTreeMap::new();
+        let mut keys: BTreeMap<usize, Option<Extracted>> = BTreeMap::new();
         let mut failure = None;
         for (i, r) in results {
             match r {
@@ -273,17 +273,17 @@ impl Job<'_> {
         }
         let mut committed = Ok(());
         for &i in todo {
-            let Some(Some(key)) = keys.get(&i) else {
+            let Some(Some(x)) = keys.get(&i) else {
                 continue;
             };
             if failure.is_some() || committed.is_err() {
-                let _ = self.sn.remove(self.scope, key);
+                let _ = self.sn.remove(self.scope, &x.key);
                 continue;
             }
-            committed = self.commit(i, key, true);
-            if committed.is_ok() {
-                applied[i] = true;
-            }
+            committed = self
+                .inherit_dir_metadata(i, x)
+                .and_then(|()| self.commit(i, &x.key, true))
+                .map(|landed| applied[i] = landed);
         }
         match failure {
             Some(e) => Err(e),
@@ -291,7 +291,8 @@ impl Job<'_> {
         }
     }
 
-    /// Applies layer `i` on its parent and commits it; false when it existed already.
+    /// Applies layer `i` on its parent and commits it; false when its chain ID existed
+    /// already (or another unpack committed it first).
     fn layer(&self, i: usize, on_parent: bool) -> Result<bool> {
         let parent = if on_parent && i > 0 {
             Some(self.chain[i - 1].to_string())
@@ -300,13 +301,31 @@ impl Job<'_> {
         };
         match self.extract(i, parent.as_deref())? {
             None => Ok(false),
-            Some(key) => self.commit(i, &key, false).map(|()| true),
+            Some(x) => self.commit(i, &x.key, false),
         }
+    }
+
+    /// Layer `i` was applied without its parents, so the directories its entries needed but
+    /// it did not list were made with default metadata; in the stack they would hide the
+    /// parents' (a `/tmp` losing its sticky bit). Now that the parent chain is committed, they
+    /// take their metadata from it, as a sequential apply would have given them.
+    fn inherit_dir_metadata(&self, i: usize, x: &Extracted) -> Result<()> {
+        if i == 0 || x.implicit_dirs.is_empty() {
+            return Ok(());
+        }
+        let parent = self.chain[i - 1].to_string();
+        let mut layers = vec![self.sn.files(self.ns(), &parent)?];
+        layers.extend(self.sn.parent_files(self.ns(), &parent)?);
+        let target = self.sn.files(self.ns(), &x.key)?;
+        for rel in &x.implicit_dirs {
+            crate::backend::fs::copy_dir_metadata(&layers, rel, &target)?;
+        }
+        Ok(())
     }
 
     /// Prepares an extraction snapshot for layer `i` and applies the layer into it. `None`
     /// when the layer's chain ID turned out to exist.
-    fn extract(&self, i: usize, parent: Option<&str>) -> Result<Option<String>> {
+    fn extract(&self, i: usize, parent: Option<&str>) -> Result<Option<Extracted>> {
         let chain_id = self.chain[i].to_string();
         let labels = BTreeMap::from([(LABEL_SNAPSHOT_REF.to_owned(), chain_id.clone())]);
         let mut tries = 0;
@@ -330,9 +349,9 @@ impl Job<'_> {
             }
         };
         match self.apply(i, &key) {
-            Ok(()) => {
+            Ok(implicit_dirs) => {
                 failpoint!("unpack.after_apply");
-                Ok(Some(key))
+                Ok(Some(Extracted { key, implicit_dirs }))
             }
             Err(e) => {
                 let _ = self.sn.remove(self.scope, &key);
@@ -341,7 +360,7 @@ impl Job<'_> {
         }
     }
 
-    fn apply(&self, i: usize, key: &str) -> Result<()> {
+    fn apply(&self, i: usize, key: &str) -> Result<Vec<std::path::PathBuf>> {
         let ns = self.ns();
         let layer = &self.manifest.layers[i];
         let target = self.sn.files(ns, key)?;
@@ -372,12 +391,13 @@ impl Job<'_> {
                 .content()
                 .update(ns, &info, &[&format!("labels.{LABEL_UNCOMPRESSED}")])?;
         }
-        Ok(())
+        Ok(applied.implicit_dirs)
     }
 
     /// Commits extraction snapshot `key` as layer `i`'s chain ID (onto its parent when it was
-    /// applied parentless); an existing chain ID is success.
-    fn commit(&self, i: usize, key: &str, rebase: bool) -> Result<()> {
+    /// applied parentless). True when this snapshot became the chain ID; false when another
+    /// unpack committed it first (ours is removed; theirs stands).
+    fn commit(&self, i: usize, key: &str, rebase: bool) -> Result<bool> {
         let name = self.chain[i].to_string();
         let done = match (rebase, i) {
             (true, i) if i > 0 => self.sn.commit_onto(
@@ -392,11 +412,11 @@ impl Job<'_> {
         match done {
             Ok(()) => {
                 failpoint!("unpack.after_commit");
-                Ok(())
+                Ok(true)
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 let _ = self.sn.remove(self.scope, key);
-                Ok(())
+                Ok(false)
             }
             Err(e) => {
                 let _ = self.sn.remove(self.scope, key);
@@ -409,4 +429,11 @@ impl Job<'_> {
 /// A unique suffix for extraction keys.
 fn unique() -> String {
     super::import::unique_id("k")
+}
+
+/// An applied extraction snapshot, not committed yet.
+struct Extracted {
+    key: String,
+    /// See [`crate::layer::Applied::implicit_dirs`].
+    implicit_dirs: Vec<std::path::PathBuf>,
 }

@@ -78,6 +78,10 @@ pub struct Applied {
     pub compressed_size: u64,
     /// The detected compression.
     pub compression: Compression,
+    /// Directories the layer did not list but its entries needed, created here (relative to
+    /// the target). Their metadata came from `opts.parents` when those had them; a caller
+    /// that applied without parents (parallel unpack) fixes them up once the parents exist.
+    pub implicit_dirs: Vec<PathBuf>,
 }
 
 /// Applies one layer (gzip, zstd or plain tar, detected by magic) into `target`, in one
@@ -128,6 +132,7 @@ pub fn apply_layer(input: impl Read, target: &Path, opts: &ApplyOptions) -> Resu
         mode: opts.whiteouts,
         parents,
         touched: HashSet::new(),
+        implicit: Vec::new(),
         dir_times: Vec::new(),
         cache: None,
         buf: vec![0; BUF_SIZE],
@@ -154,6 +159,7 @@ pub fn apply_layer(input: impl Read, target: &Path, opts: &ApplyOptions) -> Resu
         }
     }
     applier.finish_dirs()?;
+    let implicit_dirs = std::mem::take(&mut applier.implicit);
     let m = archive.into_inner().finish(target)?;
     Ok(Applied {
         diff_id: m.diff_id,
@@ -161,6 +167,7 @@ pub fn apply_layer(input: impl Read, target: &Path, opts: &ApplyOptions) -> Resu
         uncompressed_size: m.uncompressed_size,
         compressed_size: m.compressed_size,
         compression: m.compression,
+        implicit_dirs,
     })
 }
 
@@ -203,6 +210,8 @@ struct Applier<'a> {
     /// Real relative paths this layer wrote, and all their ancestors (so "has something of
     /// this layer below it" is one lookup).
     touched: HashSet<PathBuf>,
+    /// Directories created because entries needed them (see [`Applied::implicit_dirs`]).
+    implicit: Vec<PathBuf>,
     /// Directory times, applied once the layer is done (creating children bumps mtime).
     dir_times: Vec<(PathBuf, Timestamps)>,
     /// The last resolved parent, keyed by its cleaned name: consecutive entries of a tar
@@ -552,6 +561,7 @@ impl Applier<'_> {
         let resolved = resolve_dir(self.root.as_fd(), parent, Some(&mut hook));
         for c in created {
             self.touch(&c);
+            self.implicit.push(c);
         }
         let dir = match resolved {
             Ok(Some(d)) => Rc::new(d),

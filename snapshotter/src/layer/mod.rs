@@ -6,8 +6,10 @@
 
 mod apply;
 mod compression;
+mod diff;
 mod path;
 mod whiteout;
 
 pub use apply::{Applied, ApplyOptions, WhiteoutMode, apply_layer};
 pub use compression::Compression;
+pub use diff::{DiffOptions, DiffSource, Diffed, write_diff};

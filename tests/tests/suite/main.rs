@@ -20,3 +20,4 @@ mod model;
 mod namespaces;
 mod open;
 mod snapshots;
+mod unpack;
