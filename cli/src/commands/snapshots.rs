@@ -100,7 +100,7 @@ pub fn run(ctx: &mut Ctx, args: &SnapshotsArgs) -> Result<()> {
                 ctx.out.json(&mounts)?;
             } else {
                 for m in &mounts {
-                    ctx.out.line(&shell_command(m, target))?;
+                    ctx.out.line(shell_command(m, target))?;
                 }
             }
         }
@@ -162,7 +162,7 @@ fn print_mounts(ctx: &mut Ctx, mounts: &[Mount]) -> Result<()> {
     } else {
         for m in mounts {
             ctx.out
-                .line(&format!("{} {} {}", m.kind, m.source, m.options.join(",")))?;
+                .line(format!("{} {} {}", m.kind, m.source, m.options.join(",")))?;
         }
     }
     Ok(())
