@@ -899,3 +899,25 @@ fn snapshots_errors_name_the_snapshot() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn info_lists_what_no_record_names() {
+    let env = Env::new();
+    env.ok(&["info"]);
+    let planted = [
+        env.root().join("snapshots/native/new-77"),
+        env.root().join("content/ingest/999"),
+    ];
+    for p in &planted {
+        std::fs::create_dir_all(p).expect("plant orphan");
+    }
+    let info: Value = serde_json::from_str(&env.ok(&["--json", "info"])).expect("json");
+    let listed: BTreeSet<String> = info["orphans"]
+        .as_array()
+        .expect("orphans array")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let want: BTreeSet<String> = planted.iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(listed, want);
+}

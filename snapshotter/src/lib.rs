@@ -21,4 +21,4 @@ mod snapshotter;
 pub use backend::Mount;
 pub use error::{Error, Result};
 pub use snapshot::{Info, Kind, Usage};
-pub use snapshotter::{FAILPOINTS, LABEL_SNAPSHOT_REF, Snapshotter};
+pub use snapshotter::{FAILPOINTS, LABEL_SNAPSHOT_REF, Snapshotter, orphan_dirs};

@@ -607,6 +607,11 @@ impl Snapshotter {
         Ok(out)
     }
 
+    /// Directories under `snapshots/<name>` that no record names; see [`orphan_dirs`].
+    pub fn orphans(&self) -> Result<Vec<PathBuf>> {
+        orphan_dirs(&self.store, self.name)
+    }
+
     /// Mounts a snapshot's mount list on `target` (see [`mount::mount_all`]).
     pub fn mount(&self, namespace: &str, key: &str, target: &Path) -> Result<()> {
         mount::mount_all(&self.mounts(namespace, key)?, target)
@@ -741,4 +746,40 @@ fn probe_overlay(store: &Store, options: &[String]) -> Result<()> {
         target: "overlay snapshotter".into(),
         reason: format!("this host cannot mount overlay ({e}); use the native snapshotter"),
     })
+}
+
+/// Directories under `snapshots/<snapshotter>` that no record names: what a crash left
+/// (`new-<id>` being built, `rm-<id>` being removed, or an `<id>` whose record never committed
+/// or was deleted). Reconcile reclaims them; until then they are only listed. Needs no
+/// backend, so it works where overlay cannot be mounted.
+pub fn orphan_dirs(store: &Store, snapshotter: &str) -> Result<Vec<PathBuf>> {
+    let root = store.snapshot_root(snapshotter);
+    let mut recorded = std::collections::HashSet::new();
+    {
+        let txn = store.db().read().map_err(store_err)?;
+        let table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
+        for item in table.iter().map_err(store_err)? {
+            let (k, v) = item.map_err(store_err)?;
+            let (ns, sn, key) = k.value();
+            if sn == snapshotter {
+                let rec: SnapshotRecord =
+                    codec::decode(TABLE, &key_display(ns, sn, key), v.value())?;
+                recorded.insert(rec.id.to_string());
+            }
+        }
+    }
+    let entries = match std::fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read directory", &root, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read directory", &root, e))?;
+        if !recorded.contains(entry.file_name().to_string_lossy().as_ref()) {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
 }

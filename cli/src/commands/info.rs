@@ -1,4 +1,5 @@
-//! `gcctl info`: the root, its database, blob files on disk and what each namespace holds.
+//! `gcctl info`: the root, its database, blob files on disk, what each namespace holds, and
+//! what is on disk that no record names.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -17,6 +18,8 @@ struct Info {
     database: Database,
     blob_files: Files,
     namespaces: Vec<NamespaceCounts>,
+    /// Files and directories no record names (crash leftovers, deleted blobs awaiting GC).
+    orphans: Vec<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +71,10 @@ pub fn run(ctx: &mut Ctx) -> Result<()> {
         output::size(info.blob_files.bytes),
         info.blob_files.bytes
     ))?;
+    out.line(format_args!("orphans:         {}", info.orphans.len()))?;
+    for o in &info.orphans {
+        out.line(format_args!("  {}", o.display()))?;
+    }
     out.line("")?;
     let mut t = table([
         "NAMESPACE",
@@ -118,7 +125,12 @@ fn gather(ctx: &Ctx) -> Result<Info> {
         &layout.root().join("content").join("blobs"),
         &mut blob_files,
     )?;
+    let mut orphans = store.content().orphans()?;
+    for sn in ["overlay", "native"] {
+        orphans.extend(strata_snapshotter::orphan_dirs(store, sn)?);
+    }
     Ok(Info {
+        orphans,
         root: layout.root().to_owned(),
         database: Database {
             path: meta,

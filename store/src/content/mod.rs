@@ -30,6 +30,7 @@ use crate::leases;
 use crate::store::{Scope, Store};
 use crate::timestamp::Timestamp;
 use crate::{failpoint, fsutil};
+use redb::ReadableTable;
 
 pub use reader::BlobReader;
 pub use writer::{Writer, WriterOptions};
@@ -292,6 +293,50 @@ impl ContentStore<'_> {
                 .and_then(|m| m.modified().ok())
                 .map_or(r.started_at, writer::timestamp_of),
         }
+    }
+
+    /// Files under `content/` that no record names: blob files no namespace records, and
+    /// ingest directories no ingest record names. A crash between publishing and recording
+    /// leaves these (see `docs/crash-consistency.md`); deleting a record leaves its blob file
+    /// for the garbage collector. Reconcile reclaims them; until then they are only listed.
+    pub fn orphans(&self) -> Result<Vec<std::path::PathBuf>> {
+        let layout = self.store.layout();
+        let txn = self.store.db().read()?;
+        let mut blobs = std::collections::HashSet::new();
+        for item in txn.open_table(BLOBS)?.iter()? {
+            blobs.insert(item?.0.value().1.to_owned());
+        }
+        let mut ingests = std::collections::HashSet::new();
+        for item in txn.open_table(INGESTS)?.iter()? {
+            let (k, v) = item?;
+            let (ns, reference) = k.value();
+            let r: IngestRecord =
+                crate::codec::decode(INGESTS_TABLE, &db::NsKey(ns, reference), v.value())?;
+            ingests.insert(r.id.to_string());
+        }
+        drop(txn);
+        let mut out = Vec::new();
+        for alg in crate::Algorithm::ALL {
+            let dir = layout.blob_dir(alg);
+            for entry in
+                std::fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))?
+            {
+                let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
+                let name = format!("{}:{}", alg.name(), entry.file_name().to_string_lossy());
+                if !blobs.contains(&name) {
+                    out.push(entry.path());
+                }
+            }
+        }
+        let dir = layout.ingest_root();
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
+            if !ingests.contains(entry.file_name().to_string_lossy().as_ref()) {
+                out.push(entry.path());
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Abandons an ingest: its record goes, then its directory.

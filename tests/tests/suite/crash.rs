@@ -241,6 +241,11 @@ fn kill_after_rename() {
         store.layout().blob(&sha256(&payload())).exists(),
         "the published file is an orphan until reconcile"
     );
+    let orphans = store.content().orphans().expect("orphans");
+    assert!(
+        orphans.contains(&store.layout().blob(&sha256(&payload()))),
+        "the unrecorded blob file is listed as orphaned: {orphans:?}"
+    );
     // The writer re-hashes the orphan, finds the expected blob, and adopts it.
     resume_and_commit(&store, Some(payload().len() as u64));
     check_invariants(&store);
@@ -443,6 +448,16 @@ fn snap_crash_at(backend: &str, failpoint: &str) -> Option<SnapCrash> {
     let sn = Snapshotter::open(&store, backend).expect("snapshotter after reopen");
     // Every record names an existing directory (checked while listing the orphans).
     let left = unrecorded_dirs(&store, &sn);
+    // The library lists the same leftovers (for `gcctl info`) as this test's own walk.
+    let listed: Vec<String> = sn
+        .orphans()
+        .expect("orphans")
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let mut expected = left.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "Snapshotter::orphans");
     let base = sn.stat(NS, "base").expect("base survives");
     assert_eq!(base.kind, Kind::Committed);
     let base_files = sn.files(NS, "base").expect("base files");
