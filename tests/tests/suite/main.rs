@@ -10,6 +10,7 @@
 
 mod support;
 
+mod commit;
 mod containers;
 mod content;
 mod crash;
