@@ -210,10 +210,15 @@ impl Job<'_> {
 
     fn run(&self) -> Result<Vec<UnpackedLayer>> {
         // The layers above the highest chain ID already committed need applying.
-        let mut first_missing = self.chain.len();
-        while first_missing > 0 && !self.exists(&self.chain[first_missing - 1])? {
-            first_missing -= 1;
-        }
+        let first_missing = self.first_missing()?;
+        // Unpacks of images sharing layers run at once (concurrent pulls): each chain ID is
+        // applied by one of them while the others wait, then find it committed. Locks are
+        // taken in chain order, so two unpacks never wait for each other in a cycle.
+        let keys: Vec<String> = (first_missing..self.chain.len())
+            .map(|i| format!("{}/{}/{}", self.ns(), self.sn.name(), self.chain[i]))
+            .collect();
+        let _locks = ChainLocks::acquire(keys)?;
+        let first_missing = self.first_missing()?;
         let todo: Vec<usize> = (first_missing..self.chain.len()).collect();
         let parallel = self.sn.name() == "overlay" && todo.len() > 1;
         let mut applied = vec![false; self.chain.len()];
@@ -232,6 +237,15 @@ impl Job<'_> {
                 applied: applied[i],
             })
             .collect())
+    }
+
+    /// The index of the first layer above the highest committed chain ID.
+    fn first_missing(&self) -> Result<usize> {
+        let mut first_missing = self.chain.len();
+        while first_missing > 0 && !self.exists(&self.chain[first_missing - 1])? {
+            first_missing -= 1;
+        }
+        Ok(first_missing)
     }
 
     /// Applies layers `todo` side by side (parentless), then commits them in chain order.
@@ -436,4 +450,45 @@ struct Extracted {
     key: String,
     /// See [`crate::layer::Applied::implicit_dirs`].
     implicit_dirs: Vec<std::path::PathBuf>,
+}
+
+/// Chain IDs being unpacked in this process, so one unpack applies a layer while the others
+/// wait for it (the store's root lock keeps other processes out).
+static UNPACKING: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+static UNPACKED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Holds the keys until dropped.
+struct ChainLocks {
+    keys: Vec<String>,
+}
+
+impl ChainLocks {
+    /// Takes every key, in the order given, waiting while another unpack holds one.
+    fn acquire(keys: Vec<String>) -> Result<ChainLocks> {
+        let poisoned = || {
+            Error::from(strata_store::Error::Unavailable(
+                "unpack lock poisoned".into(),
+            ))
+        };
+        let mut held = UNPACKING.lock().map_err(|_| poisoned())?;
+        for key in &keys {
+            while held.contains(key) {
+                held = UNPACKED.wait(held).map_err(|_| poisoned())?;
+            }
+            held.insert(key.clone());
+        }
+        Ok(ChainLocks { keys })
+    }
+}
+
+impl Drop for ChainLocks {
+    fn drop(&mut self) {
+        if let Ok(mut held) = UNPACKING.lock() {
+            for key in &self.keys {
+                held.remove(key);
+            }
+        }
+        UNPACKED.notify_all();
+    }
 }
