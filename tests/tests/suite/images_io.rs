@@ -22,7 +22,7 @@ use strata_tests::fixture::{
 };
 use tempfile::TempDir;
 
-use crate::support::{TestStore, scope};
+use crate::support::{TestStore, have_tool as have, scope};
 
 const NS: &str = "images-io";
 
@@ -1008,24 +1008,6 @@ fn export_of_a_missing_image_is_not_found() {
 
 // ---------------------------------------------------------------------------------------------
 // Interop with skopeo and umoci
-
-/// Whether `tool` is on PATH. Without it: a failure under `STRATA_REQUIRE_INTEROP=1`, else a
-/// skip (false) with a message.
-fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-    if !found {
-        let msg = format!(
-            "{tool} is not on PATH; run scripts/install-test-deps.sh to install skopeo and umoci"
-        );
-        assert!(
-            std::env::var("STRATA_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "{msg}"
-        );
-        eprintln!("skipping: {msg}");
-    }
-    found
-}
 
 /// Runs `cmd`, failing with its output if it does not succeed; returns stdout.
 fn run(cmd: &mut Command) -> Vec<u8> {

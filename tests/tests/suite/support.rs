@@ -98,3 +98,21 @@ pub fn snapshotter(store: &Store, name: &str) -> Option<strata_snapshotter::Snap
         Err(e) => panic!("snapshotter {name} unavailable: {e}"),
     }
 }
+
+/// Whether the interop tool `tool` (skopeo, umoci) is on PATH. Without it: a failure under
+/// `STRATA_REQUIRE_INTEROP=1` (as in CI), else a skip (false) with a message.
+pub fn have_tool(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+    if !found {
+        let msg = format!(
+            "{tool} is not on PATH; run scripts/install-test-deps.sh to install skopeo and umoci"
+        );
+        assert!(
+            std::env::var("STRATA_REQUIRE_INTEROP").as_deref() != Ok("1"),
+            "{msg}"
+        );
+        eprintln!("skipping: {msg}");
+    }
+    found
+}

@@ -30,7 +30,7 @@ use strata_tests::fixture::{
 };
 use tempfile::TempDir;
 
-use crate::support::{scope, small_options, snapshotter};
+use crate::support::{have_tool as have, scope, small_options, snapshotter};
 
 const NS: &str = "unpack";
 
@@ -756,24 +756,6 @@ fn assert_chain(fx: &Fx, chain: &[Digest]) {
 
 // ---------------------------------------------------------------------------------------------
 // 1. The sample image against umoci.
-
-/// Whether `tool` is on PATH. Without it: a failure under `STRATA_REQUIRE_INTEROP=1`, else a
-/// skip (false) with a message.
-fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-    if !found {
-        let msg = format!(
-            "{tool} is not on PATH; run scripts/install-test-deps.sh to install skopeo and umoci"
-        );
-        assert!(
-            std::env::var("STRATA_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "{msg}"
-        );
-        eprintln!("skipping: {msg}");
-    }
-    found
-}
 
 /// `umoci unpack` of `image` (an OCI layout written under `dir`): the bundle's rootfs.
 fn umoci_rootfs(image: &Image, dir: &Path) -> PathBuf {
