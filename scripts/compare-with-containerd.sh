@@ -6,6 +6,7 @@
 #   scripts/compare-with-containerd.sh [IMAGE.tar]   (default: the peers' small.tar, built
 #                                                     by ../shared/peers/make-images.sh)
 # Needs root. Starts a private containerd under a temporary directory and removes it after.
+# Exit status: 0 when every tree matches, 1 when one differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peers=$(cd ../shared/peers && pwd)
@@ -24,8 +25,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -p gcctl >/dev/null 2>&1 || cargo build --release -p gcctl
-gcctl() { ./target/release/gcctl --root "$work/strata" "$@"; }
+# GCCTL names a gcctl binary to use (the test suite passes its own); else build one.
+if [ -z "${GCCTL:-}" ]; then
+  cargo build --release -p gcctl >/dev/null 2>&1 || cargo build --release -p gcctl
+  GCCTL=./target/release/gcctl
+fi
+gcctl() { "$GCCTL" --root "$work/strata" "$@"; }
 
 # containerd: import (which unpacks into overlayfs), then mount the image read-only.
 "$peers/containerd-up.sh" "$ctd" >/dev/null

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the tools strata's interop tests run against: skopeo and umoci (Debian packages).
+# Installs the tools strata's interop tests run against: skopeo, umoci and containerd (Debian
+# packages).
 #
 #   scripts/install-test-deps.sh
 #
@@ -13,6 +14,7 @@ set -euo pipefail
 need=()
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
 if [[ ${#need[@]} -eq 0 ]]; then
     exit 0
 fi

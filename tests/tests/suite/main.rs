@@ -11,6 +11,7 @@
 mod support;
 
 mod commit;
+mod containerd;
 mod containers;
 mod content;
 mod crash;
