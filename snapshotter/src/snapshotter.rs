@@ -77,6 +77,8 @@ pub struct Snapshotter {
     name: &'static str,
     root: PathBuf,
     backend: std::sync::Arc<dyn Backend>,
+    /// Overlay in a user namespace: markers live in `user.overlay.*` xattrs.
+    userxattr: bool,
 }
 
 impl Snapshotter {
@@ -106,19 +108,24 @@ impl Snapshotter {
         if Path::new("/sys/module/overlay/parameters/index").exists() {
             options.push("index=off".to_owned());
         }
+        let userxattr = crate::backend::overlay::in_user_namespace();
+        if userxattr {
+            options.push("userxattr".to_owned());
+        }
         probe_overlay(store, &options)?;
-        Snapshotter::with_backend(store, "overlay", Overlay { options })
+        Snapshotter::with_backend(store, "overlay", Overlay { options }, userxattr)
     }
 
     /// The native snapshotter (full copies; works without overlay or root).
     pub fn native(store: &Store) -> Result<Snapshotter> {
-        Snapshotter::with_backend(store, "native", Native)
+        Snapshotter::with_backend(store, "native", Native, false)
     }
 
     fn with_backend(
         store: &Store,
         name: &'static str,
         backend: impl Backend + 'static,
+        userxattr: bool,
     ) -> Result<Snapshotter> {
         let root = store.snapshot_root(name);
         std::fs::create_dir_all(&root).map_err(|e| Error::io("create directory", &root, e))?;
@@ -127,12 +134,19 @@ impl Snapshotter {
             name,
             root,
             backend: std::sync::Arc::new(backend),
+            userxattr,
         })
     }
 
     /// `overlay` or `native`.
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// Whether overlay mounts use `userxattr` (in a user namespace): layers applied into and
+    /// diffed from upper dirs must then use `user.overlay.*` markers.
+    pub fn userxattr(&self) -> bool {
+        self.userxattr
     }
 
     /// `snapshots/<name>`.

@@ -13,9 +13,24 @@ pub const MAX_LOWER_DIRS: usize = 500;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Overlay {
     /// Extra options for every overlay mount: `index=off` where the module has an index
-    /// parameter (containerd does the same). Rootless overlay (`userxattr`) is not
-    /// supported: without root, use the native snapshotter.
+    /// parameter (containerd does the same), and `userxattr` inside a user namespace.
     pub(crate) options: Vec<String>,
+}
+
+/// Whether this process runs in a user namespace (its uid map is not the whole identity
+/// map). There overlay keeps its whiteout and opaque markers in `user.overlay.*` xattrs and
+/// must be mounted with `userxattr` (Linux 5.11+), as containerd does.
+pub(crate) fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| !is_identity_uid_map(&map))
+}
+
+/// Whether a `/proc/<pid>/uid_map` text maps every id to itself (the initial namespace).
+fn is_identity_uid_map(map: &str) -> bool {
+    let lines: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    matches!(lines.as_slice(), [fields] if fields.as_slice() == ["0", "0", "4294967295"])
 }
 
 impl Backend for Overlay {
@@ -68,5 +83,18 @@ impl Backend for Overlay {
                 }])
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_identity_uid_map;
+
+    #[test]
+    fn identity_map_is_the_initial_namespace() {
+        assert!(is_identity_uid_map("         0          0 4294967295\n"));
+        assert!(!is_identity_uid_map("         0       1000          1\n"));
+        assert!(!is_identity_uid_map("0 0 1000\n1000 100000 65536\n"));
+        assert!(!is_identity_uid_map(""));
     }
 }

@@ -278,7 +278,7 @@ fn diff_into_store(
         DiffSource::OverlayUpper {
             upper,
             lowers,
-            userxattr: false,
+            userxattr: sn.userxattr(),
         }
     } else {
         let lower = match lowers.first() {

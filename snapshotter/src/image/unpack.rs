@@ -379,7 +379,9 @@ impl Job<'_> {
         let layer = &self.manifest.layers[i];
         let target = self.sn.files(ns, key)?;
         let whiteouts = if self.sn.name() == "overlay" {
-            WhiteoutMode::Overlay { userxattr: false }
+            WhiteoutMode::Overlay {
+                userxattr: self.sn.userxattr(),
+            }
         } else {
             WhiteoutMode::Native
         };
