@@ -80,6 +80,10 @@ pub struct Writer {
     total: u64,
     expected: Option<Digest>,
     started_at: Timestamp,
+    /// Last write or truncate by this writer; for a resumed ingest, the data file's mtime
+    /// until then. Kept in memory (as containerd does) because file times come from the
+    /// kernel's coarse clock and may read earlier than the write that set them.
+    updated_at: Timestamp,
     _guard: OpenGuard,
 }
 
@@ -167,6 +171,7 @@ impl Writer {
             total: record.total,
             expected: record.expected.clone(),
             started_at: record.started_at,
+            updated_at: record.started_at,
             _guard: guard,
         };
         if !data_path.exists()
@@ -187,6 +192,10 @@ impl Writer {
         let mut hasher = algorithm.hasher();
         writer.offset = fsutil::read_chunks(&mut file, &data_path, |chunk| hasher.update(chunk))?;
         writer.hasher = hasher;
+        writer.updated_at = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .map_or(writer.started_at, timestamp_of);
         writer.data = Data::File(file);
         Ok(writer)
     }
@@ -246,9 +255,7 @@ impl Writer {
 
     /// Offset, totals and times of this ingest.
     pub fn status(&self) -> super::IngestStatus {
-        let updated_at = std::fs::metadata(self.data_path())
-            .and_then(|m| m.modified())
-            .map_or(self.started_at, timestamp_of);
+        let updated_at = self.updated_at;
         super::IngestStatus {
             reference: self.reference.clone(),
             offset: self.offset,
@@ -282,6 +289,7 @@ impl Writer {
             .map_err(|e| Error::io("truncate", &path, e))?;
         self.hasher = self.hasher.algorithm().hasher();
         self.offset = 0;
+        self.updated_at = Timestamp::now();
         Ok(())
     }
 
@@ -442,6 +450,7 @@ impl Write for Writer {
         let n = file.write(buf)?;
         self.hasher.update(buf.get(..n).unwrap_or_default());
         self.offset += n as u64;
+        self.updated_at = Timestamp::now();
         Ok(n)
     }
 
