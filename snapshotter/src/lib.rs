@@ -13,6 +13,7 @@
 
 pub mod backend;
 mod error;
+pub mod gc;
 pub mod image;
 pub mod layer;
 pub mod snapshot;

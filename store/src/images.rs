@@ -78,11 +78,11 @@ impl Adaptor for Image {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct ImageRecord {
-    target: Descriptor,
-    labels: BTreeMap<String, String>,
-    created_at: Timestamp,
-    updated_at: Timestamp,
+pub(crate) struct ImageRecord {
+    pub(crate) target: Descriptor,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) created_at: Timestamp,
+    pub(crate) updated_at: Timestamp,
 }
 
 impl ImageRecord {

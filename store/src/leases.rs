@@ -116,9 +116,9 @@ impl Resource {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct LeaseRecord {
-    created_at: Timestamp,
-    labels: BTreeMap<String, String>,
+pub(crate) struct LeaseRecord {
+    pub(crate) created_at: Timestamp,
+    pub(crate) labels: BTreeMap<String, String>,
 }
 
 /// Lease operations; see [`Store::leases`].

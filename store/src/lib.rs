@@ -37,6 +37,7 @@ mod error;
 pub mod failpoint;
 pub mod filters;
 mod fsutil;
+pub mod gcview;
 pub mod identifiers;
 pub mod images;
 pub mod leases;

@@ -31,9 +31,9 @@ pub struct Namespace {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct NamespaceRecord {
-    labels: BTreeMap<String, String>,
-    created_at: Timestamp,
+pub(crate) struct NamespaceRecord {
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) created_at: Timestamp,
 }
 
 /// Namespace operations; see [`Store::namespaces`].

@@ -1,0 +1,235 @@
+//! A consistent, read-only view of every record the garbage collector looks at.
+//!
+//! [`View::new`] reads every namespace, blob, ingest, image, lease (with its resources) and
+//! container from one read transaction (an MVCC snapshot), so the mark phase sees one point
+//! in time while writers keep running. Records are decoded with the store's own record types;
+//! a record that does not decode is an [`Error::Corrupt`] naming its table and key.
+
+use std::collections::BTreeMap;
+
+use redb::ReadableTable;
+
+use crate::codec;
+use crate::containers::Container;
+use crate::content::{BLOBS_TABLE, BlobRecord, INGESTS_TABLE, IngestRecord};
+use crate::db::{BLOBS, CONTAINERS, IMAGES, INGESTS, LEASE_RESOURCES, LEASES, NAMESPACES, NsKey};
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::images::ImageRecord;
+use crate::leases::LeaseRecord;
+use crate::namespaces::NamespaceRecord;
+use crate::timestamp::Timestamp;
+
+/// A namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceEntry {
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A committed blob recorded in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobEntry {
+    /// Namespace.
+    pub ns: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its labels in this namespace.
+    pub labels: BTreeMap<String, String>,
+    /// When this namespace committed it.
+    pub created_at: Timestamp,
+}
+
+/// An in-flight ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestEntry {
+    /// Namespace.
+    pub ns: String,
+    /// The writer's ref.
+    pub reference: String,
+    /// The digest the writer expects, if any.
+    pub expected: Option<Digest>,
+    /// When an unleased ingest stops being a GC root; `None` for leased ingests.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// An image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageEntry {
+    /// Namespace.
+    pub ns: String,
+    /// Its name.
+    pub name: String,
+    /// Digest of its target.
+    pub target: Digest,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A lease and the resources it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseEntry {
+    /// Namespace.
+    pub ns: String,
+    /// Its id.
+    pub id: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// `(type, id)` of every resource: type is `content`, `ingests`, `images` or
+    /// `snapshots/<snapshotter>`.
+    pub resources: Vec<(String, String)>,
+}
+
+/// A container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEntry {
+    /// Namespace.
+    pub ns: String,
+    /// Its id.
+    pub id: String,
+    /// The snapshotter of its root filesystem (may be empty).
+    pub snapshotter: String,
+    /// Its snapshot key in that snapshotter (may be empty).
+    pub snapshot_key: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Every record of every namespace, read from one transaction.
+#[derive(Debug)]
+pub struct View<'t> {
+    txn: &'t redb::ReadTransaction,
+    /// Namespaces, by name.
+    pub namespaces: Vec<NamespaceEntry>,
+    /// Blobs, by (namespace, digest).
+    pub blobs: Vec<BlobEntry>,
+    /// Ingests, by (namespace, ref).
+    pub ingests: Vec<IngestEntry>,
+    /// Images, by (namespace, name).
+    pub images: Vec<ImageEntry>,
+    /// Leases, by (namespace, id).
+    pub leases: Vec<LeaseEntry>,
+    /// Containers, by (namespace, id).
+    pub containers: Vec<ContainerEntry>,
+}
+
+fn all<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    name: &'static str,
+) -> Result<Vec<(String, String, T)>> {
+    let mut out = Vec::new();
+    for item in table.iter()? {
+        let (k, v) = item?;
+        let (ns, key) = k.value();
+        let rec: T = codec::decode(name, &NsKey(ns, key), v.value())?;
+        out.push((ns.to_owned(), key.to_owned(), rec));
+    }
+    Ok(out)
+}
+
+impl<'t> View<'t> {
+    /// Reads every record from `txn`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corrupt`] for a record (or blob key) that does not decode; database
+    /// errors.
+    pub fn new(txn: &'t redb::ReadTransaction) -> Result<View<'t>> {
+        let mut namespaces = Vec::new();
+        for item in txn.open_table(NAMESPACES)?.iter()? {
+            let (k, v) = item?;
+            let name = k.value();
+            let r: NamespaceRecord = codec::decode("namespaces", &name, v.value())?;
+            namespaces.push(NamespaceEntry {
+                name: name.to_owned(),
+                labels: r.labels,
+            });
+        }
+
+        let mut blobs = Vec::new();
+        for (ns, key, r) in all::<BlobRecord>(&txn.open_table(BLOBS)?, BLOBS_TABLE)? {
+            let digest: Digest = key.parse().map_err(|e| crate::Error::Corrupt {
+                table: BLOBS_TABLE,
+                key: NsKey(&ns, &key).to_string(),
+                reason: format!("key is not a digest: {e}"),
+            })?;
+            blobs.push(BlobEntry {
+                ns,
+                digest,
+                labels: r.labels,
+                created_at: r.created_at,
+            });
+        }
+
+        let ingests = all::<IngestRecord>(&txn.open_table(INGESTS)?, INGESTS_TABLE)?
+            .into_iter()
+            .map(|(ns, reference, r)| IngestEntry {
+                ns,
+                reference,
+                expected: r.expected,
+                expires_at: r.expires_at,
+            })
+            .collect();
+
+        let images = all::<ImageRecord>(&txn.open_table(IMAGES)?, "images")?
+            .into_iter()
+            .map(|(ns, name, r)| ImageEntry {
+                ns,
+                name,
+                target: r.target.digest,
+                labels: r.labels,
+            })
+            .collect();
+
+        let mut resources: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
+        for item in txn.open_table(LEASE_RESOURCES)?.iter()? {
+            let (k, _) = item?;
+            let (ns, lease, kind, id) = k.value();
+            resources
+                .entry((ns.to_owned(), lease.to_owned()))
+                .or_default()
+                .push((kind.to_owned(), id.to_owned()));
+        }
+        let leases = all::<LeaseRecord>(&txn.open_table(LEASES)?, "leases")?
+            .into_iter()
+            .map(|(ns, id, r)| {
+                let res = resources
+                    .remove(&(ns.clone(), id.clone()))
+                    .unwrap_or_default();
+                LeaseEntry {
+                    ns,
+                    id,
+                    labels: r.labels,
+                    resources: res,
+                }
+            })
+            .collect();
+
+        let containers = all::<Container>(&txn.open_table(CONTAINERS)?, "containers")?
+            .into_iter()
+            .map(|(ns, id, c)| ContainerEntry {
+                ns,
+                id,
+                snapshotter: c.snapshotter,
+                snapshot_key: c.snapshot_key,
+                labels: c.labels,
+            })
+            .collect();
+
+        Ok(View {
+            txn,
+            namespaces,
+            blobs,
+            ingests,
+            images,
+            leases,
+            containers,
+        })
+    }
+
+    /// The transaction this view was read from (for reading other tables at the same point).
+    pub fn txn(&self) -> &'t redb::ReadTransaction {
+        self.txn
+    }
+}
