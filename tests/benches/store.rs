@@ -667,7 +667,7 @@ fn limits(c: &mut Criterion, scratch: &OnceCell<Scratch>) {
 /// (as `Writer::write` does), fsyncs it and returns the time taken.
 ///
 /// The file is kept, as the store keeps its blobs: on this VM a page cache that grows into
-/// memory never touched before costs about 1 ms per MiB more than one that reuses freed pages
+/// memory never touched before costs about 1.2 ms per MiB more than one that reuses freed pages
 /// (docs/benchmarks.md), and both sides of the comparison must pay the same.
 fn write_new_file(path: &Path, data: &[u8], hash: bool) -> Duration {
     let start = Instant::now();
