@@ -67,19 +67,9 @@ pub fn sha256(data: &[u8]) -> Digest {
     Digest::of(strata_store::Algorithm::Sha256, data)
 }
 
-/// Deterministic pseudo-random bytes.
+/// Deterministic pseudo-random bytes (the fixture library's generator).
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    strata_tests::fixture::noise(seed, len)
 }
 
 /// The snapshotter `name` on `store`. Overlay needs root and the overlay module: where it is
