@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds gcctl and runs it end to end on the default store (or $STRATA_ROOT): import the sample
 # OCI archive the repository ships and unpack it, show its snapshots and mount its root
-# filesystem, then ingest, read back, tag and lease a blob, and finally remove what the demo
-# made. It works in its own namespace, `strata-demo`, so it leaves the rest of the store alone.
+# filesystem, then ingest, read back, tag and lease a blob, collect garbage (why a layer is
+# kept, disk usage, a dry run, a synchronous delete, fsck), and finally remove what the demo
+# made. It works in its own namespace, `strata-demo`; the garbage collection covers the whole
+# store, but removes only what nothing references (as a daemon's collector would).
 # Overlay needs root; without it the demo uses the native snapshotter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,24 +89,54 @@ gcctl leases resources demo-lease
 step content ls --json
 gcctl content ls --json
 
+printf '\n\033[1m# garbage collection\033[0m\n'
+manifest=$(gcctl --json images ls --filter "name==$image" | sed -n 's/.*"digest": *"\(sha256:[0-9a-f]*\)".*/\1/p' | head -n 1)
+layer=$(gcctl content get "$manifest" | sed -n 's/.*"layers":\[{[^}]*"digest":"\(sha256:[0-9a-f]*\)".*/\1/p')
+step why "${layer:0:19}..."
+gcctl why "$layer"
+
+step du
+gcctl du
+
+# Without its two names the demo manifest blob is garbage; so is the view made for the mount
+# (no lease holds it). The dry run lists them; the collection below removes them.
+gcctl images rm registry.example/demo:1 registry.example/demo:latest >/dev/null
+step gc --dry-run
+gcctl gc --dry-run
+
+step images rm "$image" --sync
+gcctl images rm "$image" --sync
+
+step snapshots --snapshotter $sn ls
+gcctl snapshots --snapshotter $sn ls
+
+# fsck checks the whole store: exit 1 means it found problems, printed above.
+step fsck
+if gcctl fsck; then :; else
+  rc=$?
+  [ "$rc" -eq 1 ] || exit "$rc"
+  echo "fsck found problems in the store (exit 1)"
+fi
+
 printf '\n\033[1m# removing what the demo made\033[0m\n'
-gcctl leases rm demo-lease
-gcctl images rm registry.example/demo:1 registry.example/demo:latest "$image"
-gcctl content rm "$digest" "$mdigest"
-# Snapshots go children first: the view, then the chain from the top down.
-gcctl snapshots --snapshotter $sn rm demo-view
-chain=$(gcctl --json snapshots --snapshotter $sn ls | sed -n 's/.*"name": *"\(sha256:[0-9a-f]*\)".*/\1/p')
+# The lease held the demo blob: removing it with --sync collects the blob at once.
+step leases rm demo-lease --sync
+gcctl leases rm demo-lease --sync
+# Whatever is left (nothing, unless the demo failed half-way on an earlier run): snapshots go
+# children first, then the blobs.
+chain=$(gcctl --json snapshots --snapshotter $sn ls | sed -n 's/.*"name": *"\([^"]*\)".*/\1/p')
 while [ -n "$chain" ]; do
   for key in $chain; do gcctl snapshots --snapshotter $sn rm "$key" >/dev/null 2>&1 || true; done
-  chain=$(gcctl --json snapshots --snapshotter $sn ls | sed -n 's/.*"name": *"\(sha256:[0-9a-f]*\)".*/\1/p')
+  chain=$(gcctl --json snapshots --snapshotter $sn ls | sed -n 's/.*"name": *"\([^"]*\)".*/\1/p')
 done
 for d in $(gcctl --json content ls | sed -n 's/.*"digest": *"\(sha256:[0-9a-f]*\)".*/\1/p'); do
   gcctl content rm "$d" >/dev/null
 done
 gcctl ns rm strata-demo
 
-# Records are gone; their blob files stay on disk until garbage collection (the GC issue)
-# finds that no namespace uses them.
+step gc
+gcctl gc
+
 step info
 gcctl info
 echo "done"

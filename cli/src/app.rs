@@ -16,6 +16,9 @@ use crate::output::{Out, StdoutError};
 /// Exit status of any error.
 pub const EXIT_ERROR: u8 = 2;
 
+/// Exit status of a check that found problems (`fsck`).
+pub const EXIT_PROBLEMS: u8 = 1;
+
 /// The open store and the global options, handed to every command.
 #[derive(Debug)]
 pub struct Ctx {
@@ -91,6 +94,24 @@ impl fmt::Display for AlreadyReported {
 
 impl std::error::Error for AlreadyReported {}
 
+/// Marks a check that ran to the end and found problems, already printed on stdout: exit
+/// status 1, nothing more on stderr.
+#[derive(Debug)]
+pub struct ProblemsFound;
+
+impl fmt::Display for ProblemsFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("problems found")
+    }
+}
+
+impl std::error::Error for ProblemsFound {}
+
+/// Prints `gcctl: warning: <message>` on stderr.
+pub fn warn(message: impl fmt::Display) {
+    let _ = writeln!(io::stderr().lock(), "gcctl: warning: {message}");
+}
+
 /// Prints `gcctl: <error>: <cause>: ...` on stderr.
 pub fn report(e: &anyhow::Error) {
     // Nowhere left to report a failure to write to stderr.
@@ -109,6 +130,9 @@ pub fn exit_code(outcome: Result<()>) -> ExitCode {
     if broken_pipe {
         // The reader went away (`| head`): like ripgrep, that is not a failure.
         return ExitCode::SUCCESS;
+    }
+    if e.is::<ProblemsFound>() {
+        return ExitCode::from(EXIT_PROBLEMS);
     }
     if !e.is::<AlreadyReported>() {
         report(&e);

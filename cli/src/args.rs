@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use strata_store::Digest;
 
 use crate::parse::{Label, parse_duration, parse_label};
@@ -11,9 +11,9 @@ use crate::parse::{Label, parse_duration, parse_label};
 const GLOBAL: &str = "Global options";
 
 /// strata's maintenance CLI: inspect and edit a store's namespaces, content, images and
-/// leases.
+/// leases, and collect, explain, measure and check what it keeps.
 ///
-/// Exit status: 0 success, 1 problems found (checks), 2 error (including usage errors).
+/// Exit status: 0 success, 1 problems found (fsck), 2 error (including usage errors).
 #[derive(Debug, Parser)]
 #[command(
     name = "gcctl",
@@ -130,6 +130,61 @@ pub enum Command {
         #[arg(long, default_value = "overlay", value_parser = ["overlay", "native"])]
         snapshotter: String,
     },
+    /// Collect garbage: remove every record no root reaches, then every file no record names
+    ///
+    /// Roots are images, containers, unexpired leases and ingests, and objects labelled
+    /// containerd.io/gc.root; the collection covers every namespace. Prints how long each
+    /// phase took (the sweep is how long the database's write lock was held), what was
+    /// removed by kind, and the bytes freed; --json prints the whole report.
+    ///
+    /// Files that could not be removed (retried by the next collection) and records whose
+    /// data is missing on disk are warnings on stderr, not failures: the exit status is 0.
+    /// Run `gcctl fsck` to look into them.
+    Gc {
+        /// Remove nothing: print what a collection would remove now, with the bytes it would
+        /// free (unique) and those that stay because something kept shares them
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Explain why an object is kept: every root that reaches it and the path from each
+    ///
+    /// OBJECT is a blob digest, an image name, a lease id, an ingest ref, or a snapshot key
+    /// (bare, or <snapshotter>/<key>), looked up in the namespace given by -n.
+    Why {
+        /// Digest, image name, lease id, ingest ref or snapshot key
+        object: String,
+    },
+    /// Show what uses the store's disk space, by image, namespace or lease
+    ///
+    /// UNIQUE bytes go when the owner goes; SHARED bytes are also used by another owner.
+    Du {
+        /// Attribute usage to each image, namespace or lease
+        #[arg(long, value_enum, default_value_t = DuBy::Image)]
+        by: DuBy,
+    },
+    /// Check every record against its data and every file against the records
+    ///
+    /// Exit status 1 when problems were found (and, with --repair, not all repaired), 0 when
+    /// the store is clean.
+    Fsck {
+        /// Repair what can be: broken data is moved into <root>/quarantine/<time>/ and the
+        /// records removed are saved there as records.json; nothing is deleted
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Rewrite the database file to reclaim its free pages; prints its size before and after
+    Compact,
+}
+
+/// `gcctl du --by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DuBy {
+    /// Each image (its manifest, config, layers and snapshots)
+    Image,
+    /// Each namespace
+    Namespace,
+    /// Each lease (what it holds)
+    Lease,
 }
 
 /// `gcctl snapshots [--snapshotter S] ...`
@@ -348,6 +403,10 @@ pub enum ImagesCommand {
         /// Image names
         #[arg(required = true)]
         names: Vec<String>,
+        /// Then run a full garbage collection and print its summary (with --json:
+        /// {"removed": [...], "gc": <report>})
+        #[arg(long)]
+        sync: bool,
     },
 }
 
@@ -397,6 +456,20 @@ pub enum LeasesCommand {
         /// Lease ids
         #[arg(required = true)]
         ids: Vec<String>,
+        /// Then run a full garbage collection and print its summary (with --json:
+        /// {"removed": [...], "gc": <report>})
+        #[arg(long)]
+        sync: bool,
+    },
+    /// Remove the namespace's expired leases, then run a full garbage collection
+    ///
+    /// Prints the leases removed and the collection's summary (with --json:
+    /// {"removed": [...], "gc": <report>}).
+    Prune {
+        /// Remove every lease whose containerd.io/gc.expire time has passed (required: the
+        /// only criterion so far)
+        #[arg(long, required = true)]
+        expired: bool,
     },
     /// Add a resource to a lease
     Add(ResourceArgs),

@@ -1,7 +1,7 @@
 //! gcctl: strata's maintenance CLI, a thin layer over `strata-store`.
 //!
 //! Exit status: 0 success (a closed stdout pipe included, as `gcctl ... | head` expects),
-//! 1 "problems found" (reserved for checks such as fsck), 2 any error, usage errors included.
+//! 1 "problems found" (`fsck`), 2 any error, usage errors included.
 //! Errors go to stderr as `gcctl: <message with its causes>`.
 
 mod app;

@@ -1,8 +1,9 @@
 //! strata-gc: containerd's garbage collection over strata's store.
 //!
-//! This crate holds the read-only half: [`mark`] reads one consistent view of every record
-//! (one redb read transaction) and computes what is reachable from the roots, following
-//! containerd's GC labels exactly. Nothing is deleted here.
+//! [`collect`] marks on one read transaction (writers keep running), sweeps in one short
+//! write transaction, then removes the files no record names; [`Scheduler`] runs it in the
+//! background on deletions, writes and the clock; [`dry_run`], [`why()`], [`usage`] and
+//! [`fsck`] explain and check. `docs/gc.md` says how and why it is safe.
 // Tests may unwrap and panic; the library itself may not.
 #![cfg_attr(
     not(test),
@@ -10,10 +11,28 @@
 )]
 #![warn(missing_docs)]
 
+pub mod cleanup;
+mod collect;
 mod error;
+pub mod fsck;
 pub mod mark;
 pub mod node;
+pub mod scheduler;
+mod sweep;
+pub mod usage;
+pub mod why;
 
 pub use error::{Error, Result};
+
+/// Every failpoint of the collector, in the order a collection reaches them
+/// (`docs/crash-consistency.md` says what holds after each).
+pub const FAILPOINTS: &[&str] = &[
+    "gc.sweep.before_commit",
+    "gc.sweep.after_commit",
+    "gc.cleanup.after_remove",
+];
+pub use collect::{Doomed, Plan, Report, collect, collect_at, dry_run, dry_run_at, reconcile};
 pub use mark::{Marked, mark, tricolor};
 pub use node::{Kind, Node};
+pub use scheduler::{Scheduler, SchedulerConfig};
+pub use why::{Why, resolve, why, why_at};

@@ -35,9 +35,25 @@ pub struct Marked {
     pub all: Vec<Node>,
     /// When the mark began (before its read transaction was opened).
     pub started_at: Timestamp,
+    /// The clock the mark judged expiry and conditions by.
+    pub now: Timestamp,
+    /// Edges the labels of *other* objects add (back references, conditional references
+    /// that held), by referrer: what the sweep's final trace follows besides a record's own.
+    pub back_refs: HashMap<Node, Vec<Node>>,
+    /// Reachable nodes reached only flat (their label references were not followed).
+    pub flat_only: HashSet<Node>,
+    /// The earliest expiry still ahead of `now` (a lease's or image's `gc.expire`, an
+    /// unleased ingest's): when a collection would next find something new to remove
+    /// without any write.
+    pub next_expiry: Option<Timestamp>,
 }
 
 impl Marked {
+    /// Whether the mark followed every reference of `n` (reached it, and not only flat).
+    pub fn expanded(&self, n: &Node) -> bool {
+        self.reachable.contains(n) && !self.flat_only.contains(n)
+    }
+
     /// What a sweep would remove: every node of `all` not reachable, sorted.
     pub fn unreachable(&self) -> Vec<Node> {
         let mut out: Vec<Node> = self
@@ -57,16 +73,24 @@ impl Marked {
 ///
 /// # Errors
 /// The first error `refs` returns.
-pub fn tricolor<T, E, F>(roots: Vec<Typed<T>>, mut refs: F) -> Result<HashSet<T>, E>
+pub fn tricolor<T, E, F>(roots: Vec<Typed<T>>, refs: F) -> Result<HashSet<T>, E>
+where
+    T: Clone + Eq + Hash,
+    F: FnMut(&Typed<T>) -> Result<Vec<Typed<T>>, E>,
+{
+    Ok(trace(roots, refs)?.into_iter().map(|t| t.node).collect())
+}
+
+/// The traversal of [`tricolor`], returning every typed node seen (flat flag kept).
+fn trace<T, E, F>(roots: Vec<Typed<T>>, mut refs: F) -> Result<HashSet<Typed<T>>, E>
 where
     T: Clone + Eq + Hash,
     F: FnMut(&Typed<T>) -> Result<Vec<Typed<T>>, E>,
 {
     let mut seen: HashSet<Typed<T>> = HashSet::new();
-    let mut reachable: HashSet<T> = HashSet::new();
     let mut grays: Vec<Typed<T>> = roots;
     while let Some(node) = grays.pop() {
-        if !seen.insert(node.clone()) {
+        if seen.contains(&node) {
             continue;
         }
         for next in refs(&node)? {
@@ -74,9 +98,9 @@ where
                 grays.push(next);
             }
         }
-        reachable.insert(node.node);
+        seen.insert(node);
     }
-    Ok(reachable)
+    Ok(seen)
 }
 
 /// Marks `store` as of `now` (the clock for lease, image and ingest expiry and conditional
@@ -87,51 +111,81 @@ where
 pub fn mark(store: &Store, now: Timestamp) -> Result<Marked> {
     let started_at = Timestamp::now();
     let txn = store.db().read()?;
-    let view = View::new(&txn)?;
-    let snapshots = snapshot_records(&txn)?;
+    mark_in(&txn, started_at, now)
+}
+
+/// Marks what `txn` sees (see [`mark`]).
+pub(crate) fn mark_in(
+    txn: &redb::ReadTransaction,
+    started_at: Timestamp,
+    now: Timestamp,
+) -> Result<Marked> {
+    let view = View::new(txn)?;
+    let snapshots = snapshot_records(txn)?;
     let graph = Graph::build(&view, &snapshots, now);
-    let reachable = tricolor(graph.roots.clone(), |n| {
+    let seen = trace(graph.roots.clone(), |n| {
         Ok::<_, crate::Error>(graph.refs(n))
     })?;
-    let mut all: Vec<Node> = graph
-        .labels
-        .keys()
-        .chain(graph.others.iter())
-        .filter(|n| n.kind != Kind::Container)
-        .cloned()
+    let mut reachable = HashSet::with_capacity(seen.len());
+    let mut flat = Vec::new();
+    for t in seen {
+        if t.flat {
+            flat.push(t.node);
+        } else {
+            reachable.insert(t.node);
+        }
+    }
+    let flat_only: HashSet<Node> = flat
+        .into_iter()
+        .filter(|n| !reachable.contains(n))
         .collect();
-    all.sort();
+    reachable.extend(flat_only.iter().cloned());
+    let all = graph.all();
     Ok(Marked {
         reachable,
         all,
         started_at,
+        now,
+        next_expiry: next_expiry(&view, now),
+        back_refs: graph.back_refs,
+        flat_only,
     })
 }
 
-type Labels = std::collections::BTreeMap<String, String>;
+pub(crate) type Labels = std::collections::BTreeMap<String, String>;
 
 /// The in-memory graph of one view.
-struct Graph<'v> {
+pub(crate) struct Graph<'v> {
     /// Labels of every labelled object (content, snapshots, images, containers).
-    labels: HashMap<Node, &'v Labels>,
+    pub(crate) labels: HashMap<Node, &'v Labels>,
     /// Objects without labels to follow: leases and ingests.
-    others: HashSet<Node>,
+    pub(crate) others: HashSet<Node>,
     /// Image -> target digest.
-    image_targets: HashMap<Node, String>,
+    pub(crate) image_targets: HashMap<Node, String>,
     /// Snapshot -> parent snapshot node.
-    parents: HashMap<Node, Node>,
+    pub(crate) parents: HashMap<Node, Node>,
     /// Ingest -> expected content node.
-    expected: HashMap<Node, Node>,
+    pub(crate) expected: HashMap<Node, Node>,
     /// Container -> its snapshot node.
-    container_snapshot: HashMap<Node, Node>,
+    pub(crate) container_snapshot: HashMap<Node, Node>,
+    /// Every lease's labels (leases are not in `labels`: their labels reference nothing).
+    pub(crate) lease_labels: HashMap<Node, &'v Labels>,
+    /// Live lease -> what it holds (flat for a flat lease; ingests always normal).
+    pub(crate) lease_resources: HashMap<Node, Vec<Typed<Node>>>,
     /// Extra edges: back-refs and conditional refs that hold.
-    back_refs: HashMap<Node, Vec<Node>>,
-    roots: Vec<Typed<Node>>,
+    pub(crate) back_refs: HashMap<Node, Vec<Node>>,
+    pub(crate) roots: Vec<Typed<Node>>,
 }
 
 impl<'v> Graph<'v> {
-    fn build(view: &'v View<'_>, snapshots: &'v [SnapshotEntry], now: Timestamp) -> Graph<'v> {
+    pub(crate) fn build(
+        view: &'v View<'_>,
+        snapshots: &'v [SnapshotEntry],
+        now: Timestamp,
+    ) -> Graph<'v> {
         let mut g = Graph {
+            lease_resources: HashMap::new(),
+            lease_labels: HashMap::new(),
             labels: HashMap::new(),
             others: HashSet::new(),
             image_targets: HashMap::new(),
@@ -180,31 +234,25 @@ impl<'v> Graph<'v> {
             g.others.insert(n);
         }
         for l in &view.leases {
-            g.others.insert(Node::new(Kind::Lease, &l.ns, &l.id));
+            let n = Node::new(Kind::Lease, &l.ns, &l.id);
+            g.lease_labels.insert(n.clone(), &l.labels);
+            g.others.insert(n);
         }
 
         // Roots, in containerd's scan order.
         let mut roots: Vec<Typed<Node>> = Vec::new();
         let mut conditional: Vec<(Node, &'v Labels)> = Vec::new();
         let mut brefs: Vec<(Node, &'v Labels)> = Vec::new();
-        // 1. Live leases and what they hold.
+        // 1. Live leases; what they hold are their edges (containerd emits those as roots
+        // directly: the reachable set is the same, and `why` can name the lease).
         for l in &view.leases {
             if expired(&l.labels, now) {
                 continue;
             }
-            let flat = l.labels.contains_key(LABEL_FLAT);
-            let typed = |n: Node| Typed { node: n, flat };
-            roots.push(Typed::normal(Node::new(Kind::Lease, &l.ns, &l.id)));
-            for (kind, id) in &l.resources {
-                let root = match kind.split_once('/') {
-                    None if kind == "content" => typed(Node::new(Kind::Content, &l.ns, id)),
-                    None if kind == "ingests" => Typed::normal(Node::new(Kind::Ingest, &l.ns, id)),
-                    None if kind == "images" => typed(Node::new(Kind::Image, &l.ns, id)),
-                    Some(("snapshots", sn)) => typed(Node::snapshot(&l.ns, sn, id)),
-                    _ => continue,
-                };
-                roots.push(root);
-            }
+            let n = Node::new(Kind::Lease, &l.ns, &l.id);
+            roots.push(Typed::normal(n.clone()));
+            g.lease_resources
+                .insert(n, lease_edges(&l.ns, &l.labels, &l.resources));
         }
         // 2. Images unless expired; expired ones record their back-refs.
         for i in &view.images {
@@ -282,66 +330,135 @@ impl<'v> Graph<'v> {
         g
     }
 
-    fn exists(&self, n: &Node) -> bool {
+    pub(crate) fn exists(&self, n: &Node) -> bool {
         self.labels.contains_key(n) || self.others.contains(n)
     }
 
+    /// Every collectible object (containers are never collected), sorted.
+    pub(crate) fn all(&self) -> Vec<Node> {
+        let mut all: Vec<Node> = self
+            .labels
+            .keys()
+            .chain(self.others.iter())
+            .filter(|n| n.kind != Kind::Container)
+            .cloned()
+            .collect();
+        all.sort();
+        all
+    }
+
     /// containerd's `references`: back-refs, then the type's own edges; dead edges dropped.
-    fn refs(&self, t: &Typed<Node>) -> Vec<Typed<Node>> {
+    pub(crate) fn refs(&self, t: &Typed<Node>) -> Vec<Typed<Node>> {
         let n = &t.node;
-        let mut out: Vec<Typed<Node>> = Vec::new();
-        if !t.flat
-            && let Some(back) = self.back_refs.get(n)
-        {
-            out.extend(back.iter().cloned().map(Typed::normal));
-        }
-        let follow_labels = match n.kind {
-            Kind::Content => !t.flat,
-            Kind::Snapshot => {
-                if let Some(p) = self.parents.get(n) {
-                    out.push(Typed {
-                        node: p.clone(),
-                        flat: t.flat,
-                    });
-                }
-                !t.flat
-            }
-            Kind::Image => {
-                if let Some(d) = self.image_targets.get(n) {
-                    out.push(Typed {
-                        node: Node::new(Kind::Content, &n.ns, d),
-                        flat: t.flat,
-                    });
-                }
-                !t.flat
-            }
-            Kind::Ingest => {
-                if let Some(e) = self.expected.get(n) {
-                    out.push(Typed::normal(e.clone()));
-                }
-                false
-            }
-            Kind::Container => {
-                if let Some(s) = self.container_snapshot.get(n) {
-                    out.push(Typed::normal(s.clone()));
-                }
-                true
-            }
-            Kind::Lease => false,
+        let own = match n.kind {
+            Kind::Snapshot => self.parents.get(n).cloned(),
+            Kind::Image => self
+                .image_targets
+                .get(n)
+                .map(|d| Node::new(Kind::Content, &n.ns, d)),
+            Kind::Ingest => self.expected.get(n).cloned(),
+            Kind::Container => self.container_snapshot.get(n).cloned(),
+            Kind::Content | Kind::Lease => None,
         };
-        if follow_labels && let Some(labels) = self.labels.get(n) {
-            for (k, v) in labels.iter() {
-                if let Some(target) = label_ref(&n.ns, k, v) {
-                    out.push(Typed::normal(target));
-                }
-            }
-        }
+        let record = Record {
+            own,
+            labels: self.labels.get(n).copied(),
+            lease: self.lease_resources.get(n).map(Vec::as_slice),
+        };
+        let back = self.back_refs.get(n).map(Vec::as_slice);
+        let mut out = edges(t, &record, back);
         out.retain(|r| self.exists(&r.node));
         out
     }
 }
 
-fn expired(labels: &Labels, now: Timestamp) -> bool {
+/// What one record contributes to its node's edges.
+pub(crate) struct Record<'a> {
+    /// The type's own edge: a snapshot's parent, an image's target, an ingest's expected
+    /// blob, a container's snapshot.
+    pub(crate) own: Option<Node>,
+    /// Its labels, if it has any.
+    pub(crate) labels: Option<&'a Labels>,
+    /// For a live lease, what it holds.
+    pub(crate) lease: Option<&'a [Typed<Node>]>,
+}
+
+/// containerd's `references` for one node given its record and the back-edges other labels
+/// add: back-refs first, then the own edge (flat keeps the flag), then label refs (not for
+/// flat nodes, ingests or leases). Existence is the caller's to check.
+pub(crate) fn edges(
+    t: &Typed<Node>,
+    record: &Record<'_>,
+    back: Option<&[Node]>,
+) -> Vec<Typed<Node>> {
+    let n = &t.node;
+    let mut out: Vec<Typed<Node>> = Vec::new();
+    if !t.flat
+        && let Some(back) = back
+    {
+        out.extend(back.iter().cloned().map(Typed::normal));
+    }
+    if let Some(own) = &record.own {
+        let flat = match n.kind {
+            Kind::Snapshot | Kind::Image => t.flat,
+            _ => false,
+        };
+        out.push(Typed {
+            node: own.clone(),
+            flat,
+        });
+    }
+    if let Some(held) = record.lease {
+        out.extend(held.iter().cloned());
+    }
+    let follow_labels = match n.kind {
+        Kind::Content | Kind::Snapshot | Kind::Image => !t.flat,
+        Kind::Container => true,
+        Kind::Ingest | Kind::Lease => false,
+    };
+    if follow_labels && let Some(labels) = record.labels {
+        for (k, v) in labels {
+            if let Some(target) = label_ref(&n.ns, k, v) {
+                out.push(Typed::normal(target));
+            }
+        }
+    }
+    out
+}
+
+/// The edges of a live lease: its resources, flat when the lease is (ingests never are).
+pub(crate) fn lease_edges(
+    ns: &str,
+    labels: &Labels,
+    resources: &[(String, String)],
+) -> Vec<Typed<Node>> {
+    let flat = labels.contains_key(LABEL_FLAT);
+    resources
+        .iter()
+        .filter_map(|(kind, id)| Node::of_lease_resource(ns, kind, id))
+        .map(|node| {
+            let flat = flat && node.kind != Kind::Ingest;
+            Typed { node, flat }
+        })
+        .collect()
+}
+
+/// The earliest lease or image `gc.expire`, or unleased ingest expiry, after `now`.
+fn next_expiry(view: &View<'_>, now: Timestamp) -> Option<Timestamp> {
+    let label = |l: &Labels| {
+        l.get(LABEL_EXPIRE)
+            .and_then(|v| Timestamp::parse_rfc3339(v))
+    };
+    view.leases
+        .iter()
+        .filter_map(|l| label(&l.labels))
+        .chain(view.images.iter().filter_map(|i| label(&i.labels)))
+        .chain(view.ingests.iter().filter_map(|i| i.expires_at))
+        .filter(|t| *t >= now)
+        .min()
+}
+
+pub(crate) fn expired(labels: &Labels, now: Timestamp) -> bool {
     labels
         .get(LABEL_EXPIRE)
         .and_then(|v| Timestamp::parse_rfc3339(v))

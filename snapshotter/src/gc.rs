@@ -1,11 +1,13 @@
-//! What the garbage collector reads of snapshots: every snapshot record of every namespace
-//! and snapshotter, from the caller's read transaction.
+//! What the garbage collector reads and removes of snapshots: every snapshot record of every
+//! namespace and snapshotter from the caller's read transaction, and single records inside
+//! the sweep's write transaction.
 
 use std::collections::BTreeMap;
 
+use redb::ReadableTable;
 use strata_store::Timestamp;
 use strata_store::codec;
-use strata_store::db::SNAPSHOTS;
+use strata_store::db::{SNAPSHOT_CHILDREN, SNAPSHOTS, WriteTxn};
 
 use crate::error::{Error, Result};
 use crate::snapshot::{Kind, SnapshotRecord};
@@ -19,6 +21,8 @@ pub struct SnapshotEntry {
     pub snapshotter: String,
     /// Its key (or name, once committed).
     pub key: String,
+    /// Its directory id (`snapshots/<snapshotter>/<id>`).
+    pub id: u64,
     /// Its parent in the same snapshotter, if any.
     pub parent: Option<String>,
     /// Labels.
@@ -27,6 +31,27 @@ pub struct SnapshotEntry {
     pub kind: Kind,
     /// Creation time.
     pub created_at: Timestamp,
+    /// Bytes its own layer uses, as measured at commit (`None` while active).
+    pub size: Option<u64>,
+}
+
+fn store_err(e: impl Into<redb::Error>) -> Error {
+    Error::Store(e.into().into())
+}
+
+fn entry(ns: &str, sn: &str, key: &str, bytes: &[u8]) -> Result<SnapshotEntry> {
+    let rec: SnapshotRecord = codec::decode("snapshots", &format!("{ns}/{sn}/{key}"), bytes)?;
+    Ok(SnapshotEntry {
+        ns: ns.to_owned(),
+        snapshotter: sn.to_owned(),
+        key: key.to_owned(),
+        id: rec.id,
+        parent: rec.parent,
+        labels: rec.labels,
+        kind: rec.kind,
+        created_at: rec.created_at,
+        size: rec.usage.map(|u| u.size),
+    })
 }
 
 /// Every snapshot record, in (namespace, snapshotter, key) order, read from `txn`.
@@ -34,23 +59,59 @@ pub struct SnapshotEntry {
 /// # Errors
 /// Corrupt (naming the table and key) for a record that does not decode; database errors.
 pub fn snapshot_records(txn: &redb::ReadTransaction) -> Result<Vec<SnapshotEntry>> {
-    let store_err = |e: redb::Error| Error::Store(e.into());
-    let table = txn.open_table(SNAPSHOTS).map_err(|e| store_err(e.into()))?;
+    let table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
     let mut out = Vec::new();
-    for item in redb::ReadableTable::iter(&table).map_err(|e| store_err(e.into()))? {
-        let (k, v) = item.map_err(|e| store_err(e.into()))?;
+    for item in table.iter().map_err(store_err)? {
+        let (k, v) = item.map_err(store_err)?;
         let (ns, sn, key) = k.value();
-        let rec: SnapshotRecord =
-            codec::decode("snapshots", &format!("{ns}/{sn}/{key}"), v.value())?;
-        out.push(SnapshotEntry {
-            ns: ns.to_owned(),
-            snapshotter: sn.to_owned(),
-            key: key.to_owned(),
-            parent: rec.parent,
-            labels: rec.labels,
-            kind: rec.kind,
-            created_at: rec.created_at,
-        });
+        out.push(entry(ns, sn, key, v.value())?);
     }
     Ok(out)
 }
+
+/// One snapshot record as it is now in `txn`.
+///
+/// # Errors
+/// Corrupt; database errors.
+pub fn current_snapshot(
+    txn: &WriteTxn<'_>,
+    ns: &str,
+    sn: &str,
+    key: &str,
+) -> Result<Option<SnapshotEntry>> {
+    let table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
+    let got = table.get((ns, sn, key)).map_err(store_err)?;
+    got.map(|v| entry(ns, sn, key, v.value())).transpose()
+}
+
+/// Removes one snapshot record and its entry in its parent's children index; returns the
+/// removed record (its `id` names the directory the cleanup removes), or `None` when there was
+/// none. The caller removes children before parents (a sweep removes only unreachable
+/// snapshots, and a parent of a reachable one is reachable), so no child is left pointing at
+/// a missing parent.
+///
+/// # Errors
+/// Corrupt; database errors.
+pub fn remove_snapshot(
+    txn: &WriteTxn<'_>,
+    ns: &str,
+    sn: &str,
+    key: &str,
+) -> Result<Option<SnapshotEntry>> {
+    let Some(e) = current_snapshot(txn, ns, sn, key)? else {
+        return Ok(None);
+    };
+    txn.open_table(SNAPSHOTS)
+        .map_err(store_err)?
+        .remove((ns, sn, key))
+        .map_err(store_err)?;
+    if let Some(p) = &e.parent {
+        txn.open_table(SNAPSHOT_CHILDREN)
+            .map_err(store_err)?
+            .remove((ns, sn, p.as_str(), key))
+            .map_err(store_err)?;
+    }
+    Ok(Some(e))
+}
+
+pub use crate::backend::fs::{disk_usage, remove_tree};

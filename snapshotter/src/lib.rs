@@ -12,6 +12,8 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+#[cfg(feature = "bulk")]
+pub mod bulk;
 mod error;
 pub mod gc;
 pub mod image;

@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use redb::ReadableTable;
-use strata_store::db::{SNAPSHOT_CHILDREN, SNAPSHOTS};
+use strata_store::db::{SNAPSHOT_CHILDREN, SNAPSHOTS, WriteTxn};
 use strata_store::filters::Filter;
 use strata_store::identifiers::{apply_label_path, validate_labels};
+use strata_store::object::Node;
 use strata_store::{Scope, Store, Timestamp, codec, failpoint, leases, namespaces};
 
 use crate::backend::native::Native;
@@ -246,7 +247,10 @@ impl Snapshotter {
         };
         let parent_dirs: Vec<PathBuf> = parents.iter().map(|(_, r)| self.dir(r.id)).collect();
 
-        let id = self.store.allocate_id()?;
+        // In flight until this function returns: by then the record has committed or the
+        // directory is gone.
+        let in_flight = self.store.allocate_id()?;
+        let id = in_flight.id();
         let staging = self.root.join(format!("new-{id}"));
         let dir = self.dir(id);
         // The mounts depend only on paths: computing them first means a chain that cannot be
@@ -312,7 +316,7 @@ impl Snapshotter {
                     .insert((ns, self.name, p.as_str(), key), ())
                     .map_err(store_err)?;
             }
-            put(&mut table, ns, self.name, key, rec)?;
+            put(&txn, &mut table, ns, self.name, key, rec)?;
         }
         leases::attach(&txn, scope, &self.lease_kind(), key)?;
         txn.commit().map_err(store_err)?;
@@ -438,7 +442,7 @@ impl Snapshotter {
                 usage: Some(usage),
             };
             table.remove((ns, self.name, key)).map_err(store_err)?;
-            put(&mut table, ns, self.name, name, &committed)?;
+            put(&txn, &mut table, ns, self.name, name, &committed)?;
             let mut children = txn.open_table(SNAPSHOT_CHILDREN).map_err(store_err)?;
             if let Some(p) = &rec.parent {
                 children
@@ -484,6 +488,7 @@ impl Snapshotter {
             rec
         };
         leases::detach(&txn, scope, &self.lease_kind(), key)?;
+        txn.deleted();
         txn.commit().map_err(store_err)?;
         failpoint!("snapshot.remove.after_db");
         // The record is gone. A directory that cannot be removed now (busy mount, EPERM) is an
@@ -531,7 +536,7 @@ impl Snapshotter {
                 }
             }
             rec.updated_at = Timestamp::now();
-            put(&mut table, namespace, self.name, &info.name, &rec)?;
+            put(&txn, &mut table, namespace, self.name, &info.name, &rec)?;
             rec.info(&info.name)
         };
         txn.commit().map_err(store_err)?;
@@ -694,7 +699,10 @@ fn get(
     }
 }
 
+/// Writes a snapshot record and tells `txn` it touched that snapshot (a concurrent mark must
+/// keep it and its parents).
 fn put(
+    txn: &WriteTxn<'_>,
     table: &mut redb::Table<(&'static str, &'static str, &'static str), &'static [u8]>,
     ns: &str,
     sn: &str,
@@ -705,6 +713,7 @@ fn put(
     table
         .insert((ns, sn, key), bytes.as_slice())
         .map_err(store_err)?;
+    txn.touch(Node::snapshot(ns, sn, key));
     Ok(())
 }
 

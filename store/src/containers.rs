@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::filters::{Adaptor, Filter, label_lookup};
 use crate::identifiers::{apply_label_path, validate_identifier, validate_labels};
 use crate::namespaces;
+use crate::object::{Kind, Node};
 use crate::store::{Scope, Store};
 use crate::timestamp::Timestamp;
 
@@ -126,6 +127,7 @@ impl Containers<'_> {
             }
             db::put(&mut t, TABLE, ns, &container.id, &container)?;
         }
+        txn.touch(Node::new(Kind::Container, ns, &container.id));
         txn.commit()?;
         Ok(container)
     }
@@ -176,6 +178,7 @@ impl Containers<'_> {
             db::put(&mut t, TABLE, ns, &container.id, &cur)?;
             cur
         };
+        txn.touch(Node::new(Kind::Container, ns, &container.id));
         txn.commit()?;
         Ok(cur)
     }
@@ -193,6 +196,7 @@ impl Containers<'_> {
         {
             return Err(Error::not_found("container", id));
         }
+        txn.deleted();
         txn.commit()?;
         Ok(())
     }

@@ -4,9 +4,13 @@
 //! Every record table maps a `(namespace, name)` key to `[version byte] ++ postcard` bytes
 //! (see [`crate::codec`]); `docs/format.md` lists every table, key and value.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fmt;
+use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -14,16 +18,17 @@ use serde::de::DeserializeOwned;
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::object::Node;
 
 /// Schema version this build writes. Older files are migrated at open in one transaction.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// The schema's history: step `n` brings a version `n - 1` file to version `n`. A new file runs
 /// them all. Tables are created up front so read transactions can open them unconditionally.
-type Migration = fn(&redb::WriteTransaction) -> Result<()>;
+type Migration = fn(&WriteTxn<'_>) -> Result<()>;
 const MIGRATIONS: &[(u32, Migration)] = &[(1, create_v1_tables), (2, create_snapshot_tables)];
 
-fn create_v1_tables(txn: &redb::WriteTransaction) -> Result<()> {
+fn create_v1_tables(txn: &WriteTxn<'_>) -> Result<()> {
     txn.open_table(NAMESPACES)?;
     txn.open_table(BLOBS)?;
     txn.open_table(INGESTS)?;
@@ -34,7 +39,7 @@ fn create_v1_tables(txn: &redb::WriteTransaction) -> Result<()> {
     Ok(())
 }
 
-fn create_snapshot_tables(txn: &redb::WriteTransaction) -> Result<()> {
+fn create_snapshot_tables(txn: &WriteTxn<'_>) -> Result<()> {
     txn.open_table(SNAPSHOTS)?;
     txn.open_table(SNAPSHOT_CHILDREN)?;
     Ok(())
@@ -78,11 +83,129 @@ impl fmt::Display for NsKey<'_> {
 }
 
 /// The open metadata database.
-#[derive(Debug)]
 pub struct Db {
     /// `None` only while closing (see `Drop`).
     db: Option<redb::Database>,
     path: PathBuf,
+    /// While a collection is marking: every object a committed write touched since the mark's
+    /// read transaction began. `None` when no mark is running.
+    touched: Mutex<Option<HashSet<Node>>>,
+    /// Told of every commit (a GC scheduler counts mutations and deletions).
+    observer: std::sync::RwLock<Option<Observer>>,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// File sizes around a compaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Compaction {
+    /// Bytes before.
+    pub before: u64,
+    /// Bytes after.
+    pub after: u64,
+}
+
+/// Called after each commit that changed something, with whether it deleted anything.
+pub type Observer = std::sync::Arc<dyn Fn(Commit) + Send + Sync>;
+
+/// What a committed write transaction did, as an [`Observer`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    /// Objects it created or changed.
+    pub touched: usize,
+    /// Whether it deleted a record the collector cares about (containerd's "dirty").
+    pub deletion: bool,
+    /// The earliest expiry it set (a lease's or image's `gc.expire`, an unleased ingest's):
+    /// a collection is due then even if nothing else is written.
+    pub expires: Option<crate::Timestamp>,
+}
+
+/// A write transaction that remembers which objects it created or changed, so a collector
+/// marking concurrently can keep them (see [`Db::read_tracked`]).
+///
+/// Derefs to redb's transaction for table access; commit and abort go through this type,
+/// which is what makes the record of touched objects complete.
+pub struct WriteTxn<'db> {
+    txn: redb::WriteTransaction,
+    db: &'db Db,
+    touched: RefCell<Vec<Node>>,
+    deletion: std::cell::Cell<bool>,
+    expires: std::cell::Cell<Option<crate::Timestamp>>,
+}
+
+impl fmt::Debug for WriteTxn<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteTxn")
+            .field("touched", &self.touched)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for WriteTxn<'_> {
+    type Target = redb::WriteTransaction;
+    fn deref(&self) -> &redb::WriteTransaction {
+        &self.txn
+    }
+}
+
+impl WriteTxn<'_> {
+    /// Records that this transaction creates or changes `node` (a record that may reference
+    /// other objects, or be referenced by a lease). Every write of a blob, image, snapshot,
+    /// container, ingest or lease resource calls this; deletions need not.
+    pub fn touch(&self, node: Node) {
+        self.touched.borrow_mut().push(node);
+    }
+
+    /// Records that this transaction deletes an object (image, blob, lease or lease
+    /// resource, container, snapshot): a GC scheduler counts these.
+    pub fn deleted(&self) {
+        self.deletion.set(true);
+    }
+
+    /// Records that this transaction sets an expiry at `at` (see [`Commit::expires`]).
+    pub fn expires(&self, at: crate::Timestamp) {
+        let earliest = self.expires.get().map_or(at, |e| e.min(at));
+        self.expires.set(Some(earliest));
+    }
+
+    /// Commits (`Durability::Immediate`). The touched objects are handed to a running mark
+    /// before the commit, under the lock [`Db::read_tracked`] takes, so a mark either sees
+    /// this transaction's effects or is told what it touched.
+    ///
+    /// # Errors
+    /// Database errors; nothing is committed then.
+    pub fn commit(self) -> Result<()> {
+        let touched = self.touched.into_inner();
+        let commit = Commit {
+            touched: touched.len(),
+            deletion: self.deletion.get(),
+            expires: self.expires.get(),
+        };
+        let mut tracking = self.db.tracking()?;
+        if let Some(set) = tracking.as_mut() {
+            set.extend(touched);
+        }
+        self.txn.commit()?;
+        drop(tracking);
+        if commit.touched > 0 || commit.deletion || commit.expires.is_some() {
+            self.db.notify(commit);
+        }
+        Ok(())
+    }
+
+    /// Abandons every change.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn abort(self) -> Result<()> {
+        Ok(self.txn.abort()?)
+    }
 }
 
 impl Db {
@@ -114,6 +237,8 @@ impl Db {
         let db = Db {
             db: Some(db),
             path: path.to_owned(),
+            touched: Mutex::new(None),
+            observer: std::sync::RwLock::new(None),
         };
         db.migrate()?;
         Ok(db)
@@ -129,9 +254,86 @@ impl Db {
         Ok(self.database()?.begin_read()?)
     }
 
-    /// Starts the write transaction. Commits are `Durability::Immediate` (redb's default).
-    pub fn write(&self) -> Result<redb::WriteTransaction> {
-        Ok(self.database()?.begin_write()?)
+    /// Starts the write transaction (waiting for the one running, if any). Commits are
+    /// `Durability::Immediate` (redb's default).
+    pub fn write(&self) -> Result<WriteTxn<'_>> {
+        Ok(WriteTxn {
+            txn: self.database()?.begin_write()?,
+            db: self,
+            touched: RefCell::new(Vec::new()),
+            deletion: std::cell::Cell::new(false),
+            expires: std::cell::Cell::new(None),
+        })
+    }
+
+    /// Sets (or clears) the one observer told of every commit that touched or deleted
+    /// something. It runs on the committing thread, after the commit: keep it short.
+    pub fn set_observer(&self, observer: Option<Observer>) {
+        let mut slot = match self.observer.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *slot = observer;
+    }
+
+    fn notify(&self, commit: Commit) {
+        let observer = match self.observer.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        if let Some(o) = observer {
+            o(commit);
+        }
+    }
+
+    /// Starts a read transaction for a mark and, atomically with it, starts recording what
+    /// later commits touch, until [`Db::take_touched`]. No commit can fall between the two:
+    /// commits hand over their touched objects under the same lock.
+    ///
+    /// # Errors
+    /// Unavailable while another mark is tracking; database errors.
+    pub fn read_tracked(&self) -> Result<redb::ReadTransaction> {
+        let mut tracking = self.tracking()?;
+        if tracking.is_some() {
+            return Err(Error::Unavailable(
+                "another garbage collection is marking".into(),
+            ));
+        }
+        let txn = self.read()?;
+        *tracking = Some(HashSet::new());
+        Ok(txn)
+    }
+
+    /// Stops recording and returns what commits touched since [`Db::read_tracked`]. Called
+    /// with the sweep's write transaction open, so no other commit can still be in flight.
+    pub fn take_touched(&self) -> Result<HashSet<Node>> {
+        Ok(self.tracking()?.take().unwrap_or_default())
+    }
+
+    /// Compacts the file (redb rewrites live pages to the front and truncates the rest).
+    /// Needs no transaction open. The file's final size is known once it is closed.
+    ///
+    /// # Errors
+    /// Unavailable while a transaction is open; database and I/O errors.
+    pub fn compact(&mut self) -> Result<()> {
+        let db = self
+            .db
+            .as_mut()
+            .ok_or(Error::Db(redb::Error::DatabaseClosed))?;
+        // redb compacts in steps; each call moves what it can.
+        while db.compact().map_err(|e| match e {
+            redb::CompactionError::TransactionInProgress => {
+                Error::Unavailable("cannot compact while a transaction is open".into())
+            }
+            other => Error::Db(other.into()),
+        })? {}
+        Ok(())
+    }
+
+    fn tracking(&self) -> Result<MutexGuard<'_, Option<HashSet<Node>>>> {
+        self.touched
+            .lock()
+            .map_err(|_| Error::Unavailable("write tracking lock poisoned".into()))
     }
 
     fn database(&self) -> Result<&redb::Database> {
@@ -234,7 +436,7 @@ fn read_u32(bytes: &[u8]) -> Option<u32> {
 
 /// Allocates the next store-wide id (ingest and snapshot directory names). Ids are never
 /// reused, so a directory always maps back to at most one record.
-pub fn next_id(txn: &redb::WriteTransaction) -> Result<u64> {
+pub fn next_id(txn: &WriteTxn<'_>) -> Result<u64> {
     let mut meta = txn.open_table(META)?;
     let current = match meta.get(KEY_NEXT_ID)? {
         None => 1,

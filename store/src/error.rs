@@ -144,21 +144,24 @@ impl Error {
         }
     }
 
-    pub(crate) fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+    /// NotFound for the object `kind` named `id`.
+    pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
         Error::NotFound {
             kind,
             id: id.into(),
         }
     }
 
-    pub(crate) fn already_exists(kind: &'static str, id: impl Into<String>) -> Self {
+    /// AlreadyExists for the object `kind` named `id`.
+    pub fn already_exists(kind: &'static str, id: impl Into<String>) -> Self {
         Error::AlreadyExists {
             kind,
             id: id.into(),
         }
     }
 
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    /// An I/O error of operation `op` on `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             op,
             path: path.into(),

@@ -12,7 +12,9 @@ use redb::ReadableTable;
 use crate::codec;
 use crate::containers::Container;
 use crate::content::{BLOBS_TABLE, BlobRecord, INGESTS_TABLE, IngestRecord};
-use crate::db::{BLOBS, CONTAINERS, IMAGES, INGESTS, LEASE_RESOURCES, LEASES, NAMESPACES, NsKey};
+use crate::db::{
+    self, BLOBS, CONTAINERS, IMAGES, INGESTS, LEASE_RESOURCES, LEASES, NAMESPACES, NsKey, WriteTxn,
+};
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::images::ImageRecord;
@@ -36,6 +38,8 @@ pub struct BlobEntry {
     pub ns: String,
     /// Its digest.
     pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
     /// Its labels in this namespace.
     pub labels: BTreeMap<String, String>,
     /// When this namespace committed it.
@@ -49,6 +53,8 @@ pub struct IngestEntry {
     pub ns: String,
     /// The writer's ref.
     pub reference: String,
+    /// Its directory id (`content/ingest/<id>`).
+    pub id: u64,
     /// The digest the writer expects, if any.
     pub expected: Option<Digest>,
     /// When an unleased ingest stops being a GC root; `None` for leased ingests.
@@ -154,32 +160,17 @@ impl<'t> View<'t> {
                 key: NsKey(&ns, &key).to_string(),
                 reason: format!("key is not a digest: {e}"),
             })?;
-            blobs.push(BlobEntry {
-                ns,
-                digest,
-                labels: r.labels,
-                created_at: r.created_at,
-            });
+            blobs.push(blob_entry(ns, digest, r));
         }
 
         let ingests = all::<IngestRecord>(&txn.open_table(INGESTS)?, INGESTS_TABLE)?
             .into_iter()
-            .map(|(ns, reference, r)| IngestEntry {
-                ns,
-                reference,
-                expected: r.expected,
-                expires_at: r.expires_at,
-            })
+            .map(|(ns, reference, r)| ingest_entry(ns, reference, r))
             .collect();
 
         let images = all::<ImageRecord>(&txn.open_table(IMAGES)?, "images")?
             .into_iter()
-            .map(|(ns, name, r)| ImageEntry {
-                ns,
-                name,
-                target: r.target.digest,
-                labels: r.labels,
-            })
+            .map(|(ns, name, r)| image_entry(ns, name, r))
             .collect();
 
         let mut resources: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
@@ -208,13 +199,7 @@ impl<'t> View<'t> {
 
         let containers = all::<Container>(&txn.open_table(CONTAINERS)?, "containers")?
             .into_iter()
-            .map(|(ns, id, c)| ContainerEntry {
-                ns,
-                id,
-                snapshotter: c.snapshotter,
-                snapshot_key: c.snapshot_key,
-                labels: c.labels,
-            })
+            .map(|(ns, id, c)| container_entry(ns, id, c))
             .collect();
 
         Ok(View {
@@ -231,5 +216,190 @@ impl<'t> View<'t> {
     /// The transaction this view was read from (for reading other tables at the same point).
     pub fn txn(&self) -> &'t redb::ReadTransaction {
         self.txn
+    }
+}
+
+fn blob_entry(ns: String, digest: Digest, r: BlobRecord) -> BlobEntry {
+    BlobEntry {
+        ns,
+        digest,
+        size: r.size,
+        labels: r.labels,
+        created_at: r.created_at,
+    }
+}
+
+fn ingest_entry(ns: String, reference: String, r: IngestRecord) -> IngestEntry {
+    IngestEntry {
+        ns,
+        reference,
+        id: r.id,
+        expected: r.expected,
+        expires_at: r.expires_at,
+    }
+}
+
+fn image_entry(ns: String, name: String, r: ImageRecord) -> ImageEntry {
+    ImageEntry {
+        ns,
+        name,
+        target: r.target.digest,
+        labels: r.labels,
+    }
+}
+
+fn container_entry(ns: String, id: String, c: Container) -> ContainerEntry {
+    ContainerEntry {
+        ns,
+        id,
+        snapshotter: c.snapshotter,
+        snapshot_key: c.snapshot_key,
+        labels: c.labels,
+    }
+}
+
+/// The name of every namespace, in order.
+///
+/// # Errors
+/// Database errors.
+pub fn namespace_names(txn: &redb::ReadTransaction) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for item in txn.open_table(NAMESPACES)?.iter()? {
+        out.push(item?.0.value().to_owned());
+    }
+    Ok(out)
+}
+
+/// Point reads and removals of single records inside the sweep's write transaction: the
+/// records as they are now, not as the mark saw them.
+#[derive(Debug)]
+pub struct Current<'a, 'db> {
+    txn: &'a WriteTxn<'db>,
+}
+
+impl<'a, 'db> Current<'a, 'db> {
+    /// Reads through `txn`.
+    pub fn new(txn: &'a WriteTxn<'db>) -> Self {
+        Current { txn }
+    }
+
+    /// A blob record of one namespace.
+    ///
+    /// # Errors
+    /// Corrupt; database errors.
+    pub fn blob(&self, ns: &str, digest: &str) -> Result<Option<BlobEntry>> {
+        let Some(r) = db::get::<BlobRecord>(&self.txn.open_table(BLOBS)?, BLOBS_TABLE, ns, digest)?
+        else {
+            return Ok(None);
+        };
+        let parsed: Digest = digest.parse().map_err(|e| crate::Error::Corrupt {
+            table: BLOBS_TABLE,
+            key: NsKey(ns, digest).to_string(),
+            reason: format!("key is not a digest: {e}"),
+        })?;
+        Ok(Some(blob_entry(ns.to_owned(), parsed, r)))
+    }
+
+    /// An image.
+    ///
+    /// # Errors
+    /// Corrupt; database errors.
+    pub fn image(&self, ns: &str, name: &str) -> Result<Option<ImageEntry>> {
+        Ok(
+            db::get::<ImageRecord>(&self.txn.open_table(IMAGES)?, "images", ns, name)?
+                .map(|r| image_entry(ns.to_owned(), name.to_owned(), r)),
+        )
+    }
+
+    /// An ingest.
+    ///
+    /// # Errors
+    /// Corrupt; database errors.
+    pub fn ingest(&self, ns: &str, reference: &str) -> Result<Option<IngestEntry>> {
+        Ok(
+            db::get::<IngestRecord>(&self.txn.open_table(INGESTS)?, INGESTS_TABLE, ns, reference)?
+                .map(|r| ingest_entry(ns.to_owned(), reference.to_owned(), r)),
+        )
+    }
+
+    /// A container.
+    ///
+    /// # Errors
+    /// Corrupt; database errors.
+    pub fn container(&self, ns: &str, id: &str) -> Result<Option<ContainerEntry>> {
+        Ok(
+            db::get::<Container>(&self.txn.open_table(CONTAINERS)?, "containers", ns, id)?
+                .map(|c| container_entry(ns.to_owned(), id.to_owned(), c)),
+        )
+    }
+
+    /// A lease with its resources.
+    ///
+    /// # Errors
+    /// Corrupt; database errors.
+    pub fn lease(&self, ns: &str, id: &str) -> Result<Option<LeaseEntry>> {
+        let Some(r) = db::get::<LeaseRecord>(&self.txn.open_table(LEASES)?, "leases", ns, id)?
+        else {
+            return Ok(None);
+        };
+        let mut resources = Vec::new();
+        for item in self
+            .txn
+            .open_table(LEASE_RESOURCES)?
+            .range((ns, id, "", "")..)?
+        {
+            let (k, _) = item?;
+            let (kns, kid, kind, rid) = k.value();
+            if kns != ns || kid != id {
+                break;
+            }
+            resources.push((kind.to_owned(), rid.to_owned()));
+        }
+        Ok(Some(LeaseEntry {
+            ns: ns.to_owned(),
+            id: id.to_owned(),
+            labels: r.labels,
+            resources,
+        }))
+    }
+
+    /// Removes a blob record of one namespace; whether there was one.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn remove_blob(&self, ns: &str, digest: &str) -> Result<bool> {
+        Ok(self.txn.open_table(BLOBS)?.remove((ns, digest))?.is_some())
+    }
+
+    /// Removes an image record; whether there was one.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn remove_image(&self, ns: &str, name: &str) -> Result<bool> {
+        Ok(self.txn.open_table(IMAGES)?.remove((ns, name))?.is_some())
+    }
+
+    /// Removes an ingest record; the id of its directory, if there was one.
+    ///
+    /// # Errors
+    /// Corrupt; database errors.
+    pub fn remove_ingest(&self, ns: &str, reference: &str) -> Result<Option<u64>> {
+        let entry = self.ingest(ns, reference)?;
+        if entry.is_some() {
+            self.txn.open_table(INGESTS)?.remove((ns, reference))?;
+        }
+        Ok(entry.map(|e| e.id))
+    }
+
+    /// Removes a lease and its resource rows; whether there was one.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn remove_lease(&self, ns: &str, id: &str) -> Result<bool> {
+        let existed = self.txn.open_table(LEASES)?.remove((ns, id))?.is_some();
+        if existed {
+            crate::leases::remove_resources(self.txn, ns, Some(id))?;
+        }
+        Ok(existed)
     }
 }

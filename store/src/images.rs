@@ -17,6 +17,7 @@ use crate::filters::{Adaptor, Filter, label_lookup};
 use crate::identifiers::{apply_label_path, validate_labels};
 use crate::leases::{self, LABEL_EXPIRE};
 use crate::namespaces;
+use crate::object::{Kind, Node};
 use crate::store::{Scope, Store};
 use crate::timestamp::Timestamp;
 
@@ -174,6 +175,8 @@ impl Images<'_> {
             }
             db::put(&mut t, TABLE, ns, &image.name, &rec)?;
         }
+        txn.touch(Node::new(Kind::Image, ns, &image.name));
+        note_expiry(&txn, &rec.labels);
         if rec.labels.contains_key(LABEL_EXPIRE) {
             leases::attach(&txn, scope, "images", &image.name)?;
         }
@@ -228,6 +231,8 @@ impl Images<'_> {
             db::put(&mut t, TABLE, ns, &image.name, &rec)?;
             cur
         };
+        txn.touch(Node::new(Kind::Image, ns, &image.name));
+        note_expiry(&txn, &updated.labels);
         if updated.labels.contains_key(LABEL_EXPIRE) {
             leases::attach(&txn, scope, "images", &image.name)?;
         }
@@ -248,7 +253,18 @@ impl Images<'_> {
             }
         }
         leases::detach(&txn, scope, "images", name)?;
+        txn.deleted();
         txn.commit()?;
         Ok(())
+    }
+}
+
+/// An image with `gc.expire` becomes collectible then: the scheduler is told when.
+fn note_expiry(txn: &crate::db::WriteTxn<'_>, labels: &BTreeMap<String, String>) {
+    if let Some(at) = labels
+        .get(LABEL_EXPIRE)
+        .and_then(|v| Timestamp::parse_rfc3339(v))
+    {
+        txn.expires(at);
     }
 }

@@ -13,11 +13,12 @@ use std::time::Duration;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use crate::db::{self, LEASE_RESOURCES, LEASES};
+use crate::db::{self, LEASE_RESOURCES, LEASES, WriteTxn};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::filters::{Adaptor, Filter, label_lookup};
 use crate::namespaces;
+use crate::object::Node;
 use crate::store::{Scope, Store};
 use crate::timestamp::Timestamp;
 
@@ -156,6 +157,14 @@ impl Leases<'_> {
             }
             db::put(&mut t, TABLE, scope.namespace(), id, &rec)?;
         }
+        txn.touch(Node::new(crate::object::Kind::Lease, scope.namespace(), id));
+        if let Some(at) = rec
+            .labels
+            .get(LABEL_EXPIRE)
+            .and_then(|v| Timestamp::parse_rfc3339(v))
+        {
+            txn.expires(at);
+        }
         txn.commit()?;
         Ok(Lease {
             id: id.to_owned(),
@@ -211,6 +220,7 @@ impl Leases<'_> {
             }
         }
         remove_resources(&txn, namespace, Some(id))?;
+        txn.deleted();
         txn.commit()?;
         Ok(())
     }
@@ -246,8 +256,10 @@ impl Leases<'_> {
         let mut t = txn.open_table(LEASE_RESOURCES)?;
         if add {
             t.insert(key, ())?;
+            touch_resource(&txn, namespace, &r.kind, &r.id);
         } else {
             t.remove(key)?;
+            txn.deleted();
         }
         drop(t);
         txn.commit()?;
@@ -277,7 +289,7 @@ impl Leases<'_> {
     }
 }
 
-fn require_lease(txn: &redb::WriteTransaction, namespace: &str, id: &str) -> Result<()> {
+fn require_lease(txn: &WriteTxn<'_>, namespace: &str, id: &str) -> Result<()> {
     let t = txn.open_table(LEASES)?;
     if t.get((namespace, id))?.is_none() {
         return Err(Error::not_found("lease", id));
@@ -289,18 +301,26 @@ fn require_lease(txn: &redb::WriteTransaction, namespace: &str, id: &str) -> Res
 ///
 /// # Errors
 /// NotFound ("lease ... not found") when the scope names a lease that does not exist.
-pub fn attach(txn: &redb::WriteTransaction, scope: &Scope, kind: &str, id: &str) -> Result<()> {
+pub fn attach(txn: &WriteTxn<'_>, scope: &Scope, kind: &str, id: &str) -> Result<()> {
     let Some(lease) = scope.lease() else {
         return Ok(());
     };
     require_lease(txn, scope.namespace(), lease)?;
     txn.open_table(LEASE_RESOURCES)?
         .insert((scope.namespace(), lease, kind, id), ())?;
+    touch_resource(txn, scope.namespace(), kind, id);
     Ok(())
 }
 
+/// A lease taking an object is a new reference to it: a concurrent mark must keep it.
+fn touch_resource(txn: &WriteTxn<'_>, namespace: &str, kind: &str, id: &str) {
+    if let Some(node) = Node::of_lease_resource(namespace, kind, id) {
+        txn.touch(node);
+    }
+}
+
 /// Removes `(kind, id)` from the scope's lease, if it has one, inside `txn`.
-pub fn detach(txn: &redb::WriteTransaction, scope: &Scope, kind: &str, id: &str) -> Result<()> {
+pub fn detach(txn: &WriteTxn<'_>, scope: &Scope, kind: &str, id: &str) -> Result<()> {
     let Some(lease) = scope.lease() else {
         return Ok(());
     };
@@ -312,7 +332,7 @@ pub fn detach(txn: &redb::WriteTransaction, scope: &Scope, kind: &str, id: &str)
 /// Removes every resource row of one lease, or of every lease in the namespace when `lease` is
 /// `None`.
 pub(crate) fn remove_resources(
-    txn: &redb::WriteTransaction,
+    txn: &WriteTxn<'_>,
     namespace: &str,
     lease: Option<&str>,
 ) -> Result<()> {

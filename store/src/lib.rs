@@ -28,6 +28,8 @@
 )]
 #![warn(missing_docs)]
 
+#[cfg(feature = "bulk")]
+pub mod bulk;
 pub mod codec;
 pub mod containers;
 pub mod content;
@@ -43,11 +45,12 @@ pub mod images;
 pub mod leases;
 mod lock;
 pub mod namespaces;
+pub mod object;
 mod seal;
 mod store;
 pub mod timestamp;
 
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, ErrorKind, Result};
-pub use store::{Layout, Scope, Store, StoreOptions};
+pub use store::{InFlightId, Layout, Scope, Store, StoreOptions};
 pub use timestamp::Timestamp;

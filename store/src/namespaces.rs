@@ -188,7 +188,7 @@ impl Namespaces<'_> {
 
 /// Creates the namespace record inside `txn` if the namespace does not exist yet (first
 /// write into a namespace creates it, as in containerd).
-pub fn ensure(txn: &redb::WriteTransaction, name: &str) -> Result<()> {
+pub fn ensure(txn: &crate::db::WriteTxn<'_>, name: &str) -> Result<()> {
     let mut t = txn.open_table(NAMESPACES)?;
     if t.get(name)?.is_none() {
         let r = NamespaceRecord {

@@ -1,6 +1,6 @@
 //! [`Store`]: one root directory, its lock, its database, and the per-area handles.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -133,8 +133,11 @@ pub(crate) struct Inner {
     /// Shared by blob commits, exclusive for a sweep of blob files, so a file is never removed
     /// between a commit's check that it exists and the transaction that records it.
     pub(crate) blob_files: RwLock<()>,
-    /// Ids reserved from the database sequence and not handed out yet: `next..end`.
-    ids: Mutex<(u64, u64)>,
+    /// Ids reserved from the database sequence, and those handed out whose record is not
+    /// committed yet.
+    ids: Mutex<IdState>,
+    /// Held by a collection or a repair for its whole run, so two never overlap.
+    maintenance: Mutex<()>,
     _lock: StoreLock,
 }
 
@@ -174,7 +177,8 @@ impl Store {
                 options,
                 open_writers: Mutex::new(HashMap::new()),
                 blob_files: RwLock::new(()),
-                ids: Mutex::new((0, 0)),
+                ids: Mutex::new(IdState::default()),
+                maintenance: Mutex::new(()),
                 _lock: lock,
             }),
         })
@@ -217,27 +221,149 @@ impl Store {
         &self.inner.db
     }
 
-    /// A new store-wide id for an on-disk object (an ingest or snapshot directory). Ids are
-    /// never reused; they are reserved from the database sequence in blocks, so most calls
-    /// cost no transaction, and a crash only skips the unused rest of a block.
-    pub fn allocate_id(&self) -> Result<u64> {
+    /// A new store-wide id for an on-disk object built before its record (a snapshot
+    /// directory). Ids are never reused; they are reserved from the database sequence in
+    /// blocks, so most calls cost no transaction, and a crash only skips the unused rest of a
+    /// block.
+    ///
+    /// The id is *in flight* until the returned guard drops: the creator drops it once the
+    /// record naming the directory has committed, or the directory is gone. The collector
+    /// never removes the directory of an id in flight (see [`Store::watch_ids`]).
+    pub fn allocate_id(&self) -> Result<InFlightId> {
         const BLOCK: u64 = 64;
-        let mut ids = self
-            .inner
+        let mut ids = self.id_state()?;
+        if ids.next == ids.end {
+            let first = crate::db::reserve_ids(&self.inner.db, BLOCK)?;
+            ids.next = first;
+            ids.end = first + BLOCK;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        ids.live.insert(id);
+        if let Some(w) = ids.watch.as_mut() {
+            w.insert(id);
+        }
+        Ok(InFlightId {
+            store: self.clone(),
+            id,
+        })
+    }
+
+    /// Starts watching ids: what [`Store::end_watch`] returns will hold every id in flight
+    /// now and every id allocated until then. A directory listed after this call whose id is
+    /// neither recorded (in a read transaction begun after the listing) nor watched is garbage:
+    /// its creator finished before the watch began, so its record would be visible.
+    ///
+    /// # Errors
+    /// Unavailable while another watch runs (hold [`Store::maintenance`] around it).
+    pub fn watch_ids(&self) -> Result<()> {
+        let mut ids = self.id_state()?;
+        if ids.watch.is_some() {
+            return Err(crate::Error::Unavailable(
+                "another maintenance pass is watching ids".into(),
+            ));
+        }
+        ids.watch = Some(ids.live.clone());
+        Ok(())
+    }
+
+    /// Ends the watch [`Store::watch_ids`] began; returns the watched ids.
+    pub fn end_watch(&self) -> Result<HashSet<u64>> {
+        Ok(self.id_state()?.watch.take().unwrap_or_default())
+    }
+
+    /// The lock a collection or repair holds for its whole run, so passes never overlap.
+    ///
+    /// # Errors
+    /// Unavailable when a previous holder panicked.
+    pub fn maintenance(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.inner
+            .maintenance
+            .lock()
+            .map_err(|_| crate::Error::Unavailable("maintenance lock poisoned".into()))
+    }
+
+    /// Shared by blob commits, exclusive while blob files are removed: hold the write side
+    /// while checking that no record names a file and removing it.
+    ///
+    /// # Errors
+    /// Unavailable when a previous holder panicked.
+    pub fn blob_files_exclusive(&self) -> Result<std::sync::RwLockWriteGuard<'_, ()>> {
+        self.inner
+            .blob_files
+            .write()
+            .map_err(|_| crate::Error::Unavailable("blob file lock poisoned".into()))
+    }
+
+    fn id_state(&self) -> Result<std::sync::MutexGuard<'_, IdState>> {
+        self.inner
             .ids
             .lock()
-            .map_err(|_| crate::Error::Unavailable("id allocator lock poisoned".into()))?;
-        if ids.0 == ids.1 {
-            let first = crate::db::reserve_ids(&self.inner.db, BLOCK)?;
-            *ids = (first, first + BLOCK);
-        }
-        let id = ids.0;
-        ids.0 += 1;
-        Ok(id)
+            .map_err(|_| crate::Error::Unavailable("id allocator lock poisoned".into()))
+    }
+
+    /// Compacts `meta.redb` and returns its sizes before and after. Takes the store by value:
+    /// compaction needs the database to itself.
+    ///
+    /// # Errors
+    /// Unavailable while another handle to this store is alive (a clone, a snapshotter);
+    /// database and I/O errors.
+    pub fn compact(self) -> Result<crate::db::Compaction> {
+        let mut inner = Arc::try_unwrap(self.inner).map_err(|_| {
+            crate::Error::Unavailable(
+                "cannot compact while other handles to the store are open".into(),
+            )
+        })?;
+        let path = inner.layout.meta();
+        let size = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.len())
+                .map_err(|e| crate::Error::io("stat", p, e))
+        };
+        let before = size(&path)?;
+        inner.db.compact()?;
+        // Closing writes the final header: measure after it.
+        drop(inner);
+        let after = size(&path)?;
+        Ok(crate::db::Compaction { before, after })
     }
 
     /// `<root>/snapshots/<snapshotter>`.
     pub fn snapshot_root(&self, snapshotter: &str) -> PathBuf {
         self.inner.layout.snapshots().join(snapshotter)
+    }
+}
+
+/// Ids reserved (`next..end`), in flight (`live`), and watched by a maintenance pass.
+#[derive(Debug, Default)]
+struct IdState {
+    next: u64,
+    end: u64,
+    live: HashSet<u64>,
+    watch: Option<HashSet<u64>>,
+}
+
+/// An id whose directory may exist before its record: in flight until dropped.
+#[derive(Debug)]
+pub struct InFlightId {
+    store: Store,
+    id: u64,
+}
+
+impl InFlightId {
+    /// The id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for InFlightId {
+    fn drop(&mut self) {
+        // A poisoned lock only means another thread panicked; the set itself is still valid.
+        let mut ids = match self.store.inner.ids.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        ids.live.remove(&self.id);
     }
 }

@@ -1,4 +1,4 @@
-//! `gcctl images ls|create|tag|label|rm`.
+//! `gcctl images ls|create|tag|label|rm [--sync]`.
 
 use anyhow::Result;
 use strata_store::ErrorKind;
@@ -63,9 +63,9 @@ pub fn run(ctx: &mut Ctx, cmd: &ImagesCommand) -> Result<()> {
                 ctx.out.json(&image)?;
             }
         }
-        ImagesCommand::Rm { names } => {
+        ImagesCommand::Rm { names, sync } => {
             let (removed, outcome) = each(names, |name| Ok(images.delete(&scope, name)?));
-            super::print_removed(ctx, &removed)?;
+            super::print_removed_then(ctx, &removed, *sync)?;
             outcome?;
         }
     }

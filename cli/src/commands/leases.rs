@@ -1,4 +1,4 @@
-//! `gcctl leases ls|create|rm|add|rm-resource|resources`.
+//! `gcctl leases ls|create|rm [--sync]|prune --expired|add|rm-resource|resources`.
 
 use std::fs::File;
 use std::io::Read;
@@ -55,9 +55,24 @@ pub fn run(ctx: &mut Ctx, cmd: &LeasesCommand) -> Result<()> {
                 ctx.out.line(&lease.id)?;
             }
         }
-        LeasesCommand::Rm { ids } => {
+        LeasesCommand::Rm { ids, sync } => {
             let (removed, outcome) = each(ids, |id| Ok(leases.delete(ns, id)?));
-            super::print_removed(ctx, &removed)?;
+            super::print_removed_then(ctx, &removed, *sync)?;
+            outcome?;
+        }
+        LeasesCommand::Prune { expired } => {
+            // `--expired` is required by the parser: the only criterion so far.
+            debug_assert!(*expired);
+            let now = Timestamp::now();
+            let none: &[&str] = &[];
+            let doomed: Vec<String> = leases
+                .list(ns, none)?
+                .into_iter()
+                .filter(|l| l.expires_at().is_some_and(|t| t <= now))
+                .map(|l| l.id)
+                .collect();
+            let (removed, outcome) = each(&doomed, |id| Ok(leases.delete(ns, id)?));
+            super::print_removed_then(ctx, &removed, true)?;
             outcome?;
         }
         LeasesCommand::Add(r) => {

@@ -1,6 +1,7 @@
 //! One module per command family; [`run`] dispatches.
 
 mod content;
+mod gc;
 mod image_io;
 mod images;
 mod info;
@@ -19,6 +20,12 @@ use crate::views::Removed;
 pub fn run(cli: &Cli) -> Result<()> {
     let mut ctx = Ctx::open(cli)?;
     let outcome = match &cli.command {
+        // Compaction consumes the store, so it takes the context (and flushes stdout itself).
+        Command::Compact => return gc::compact(ctx),
+        Command::Gc { dry_run } => gc::gc(&mut ctx, *dry_run),
+        Command::Why { object } => gc::why(&mut ctx, object),
+        Command::Du { by } => gc::du(&mut ctx, *by),
+        Command::Fsck { repair } => gc::fsck(&mut ctx, *repair),
         Command::Info => info::run(&mut ctx),
         Command::Ns(cmd) => ns::run(&mut ctx, cmd),
         Command::Content(cmd) => content::run(&mut ctx, cmd),
@@ -72,4 +79,15 @@ fn print_removed(ctx: &mut Ctx, removed: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints what a removal command removed; with `sync`, first runs a full collection and adds
+/// its summary (`{"removed": [...], "gc": <report>}` with --json). The collection runs even
+/// when some removals failed, for the ones that succeeded.
+fn print_removed_then(ctx: &mut Ctx, removed: &[String], sync: bool) -> Result<()> {
+    if sync {
+        gc::removed_then_collect(ctx, removed)
+    } else {
+        print_removed(ctx, removed)
+    }
 }

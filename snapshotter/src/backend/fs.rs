@@ -47,7 +47,7 @@ pub(crate) fn rename_durable(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Removes a tree; a missing one is fine.
-pub(crate) fn remove_tree(dir: &Path) -> Result<()> {
+pub fn remove_tree(dir: &Path) -> Result<()> {
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -56,7 +56,7 @@ pub(crate) fn remove_tree(dir: &Path) -> Result<()> {
 }
 
 /// Disk used under `dir`: allocated bytes and inodes, each hard-linked inode counted once.
-pub(crate) fn disk_usage(dir: &Path) -> Result<Usage> {
+pub fn disk_usage(dir: &Path) -> Result<Usage> {
     let mut seen = std::collections::HashSet::new();
     let mut usage = Usage::default();
     let mut stack = vec![dir.to_owned()];

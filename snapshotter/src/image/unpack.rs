@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use strata_store::leases::Lease;
+use strata_store::leases::{Lease, Resource};
 use strata_store::{Digest, ErrorKind, Scope, Store, failpoint};
 
 use super::import::read_json;
@@ -200,7 +200,21 @@ impl Job<'_> {
         self.scope.namespace()
     }
 
+    /// Whether `chain_id` is committed. The unpack's lease takes it *first*: a layer found
+    /// here is then built on, and a collection running meanwhile must keep it. (Taking it
+    /// is a write a running mark is told of; if a sweep removed it before, the stat below
+    /// finds it gone and the layer is applied again.)
     fn exists(&self, chain_id: &Digest) -> Result<bool> {
+        if let Some(lease) = self.scope.lease() {
+            self.store.leases().add_resource(
+                self.ns(),
+                lease,
+                &Resource::new(
+                    format!("snapshots/{}", self.sn.name()),
+                    chain_id.to_string(),
+                ),
+            )?;
+        }
         match self.sn.stat(self.ns(), &chain_id.to_string()) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),

@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::filters::{Adaptor, Filter, label_lookup};
 use crate::identifiers::apply_label_path;
 use crate::leases;
+use crate::object::{Kind, Node};
 use crate::store::{Scope, Store};
 use crate::timestamp::Timestamp;
 use crate::{failpoint, fsutil};
@@ -179,6 +180,7 @@ impl ContentStore<'_> {
             db::put(&mut t, BLOBS_TABLE, namespace, &key, &r)?;
             r
         };
+        txn.touch(Node::new(Kind::Content, namespace, &key));
         txn.commit()?;
         Ok(blob_info(info.digest.clone(), updated))
     }
@@ -232,6 +234,7 @@ impl ContentStore<'_> {
             return Err(Error::not_found("blob", &key));
         }
         leases::detach(&txn, scope, "content", &key)?;
+        txn.deleted();
         txn.commit()?;
         failpoint!("content.delete.after_db");
         Ok(())

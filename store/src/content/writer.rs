@@ -11,6 +11,7 @@ use crate::db::{self, BLOBS, INGESTS};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::identifiers::validate_labels;
+use crate::object::{Kind, Node};
 use crate::store::{Scope, Store};
 use crate::timestamp::Timestamp;
 use crate::{failpoint, fsutil, leases, namespaces};
@@ -148,6 +149,10 @@ impl Writer {
             reference,
             &record,
         )?;
+        txn.touch(Node::new(Kind::Ingest, ns, reference));
+        if let Some(at) = record.expires_at {
+            txn.expires(at);
+        }
         txn.commit()?;
         failpoint!("content.writer.after_record");
 
@@ -390,6 +395,7 @@ impl Writer {
             };
             db::put(&mut blobs, BLOBS_TABLE, &ns, &key, &rec)?;
         }
+        txn.touch(Node::new(Kind::Content, &ns, &key));
         namespaces::ensure(&txn, &ns)?;
         txn.open_table(INGESTS)?
             .remove((ns.as_str(), self.reference.as_str()))?;

@@ -15,6 +15,7 @@ mod containerd;
 mod containers;
 mod content;
 mod crash;
+mod gc;
 mod images;
 mod images_io;
 mod leases;
