@@ -1,6 +1,6 @@
 //! strata-gc: containerd's garbage collection over strata's store.
 //!
-//! [`collect`] marks on one read transaction (writers keep running), sweeps in one short
+//! [`collect()`] marks on one read transaction (writers keep running), sweeps in one short
 //! write transaction, then removes the files no record names; [`Scheduler`] runs it in the
 //! background on deletions, writes and the clock; [`dry_run`], [`why()`], [`usage`] and
 //! [`fsck`] explain and check. `docs/gc.md` says how and why it is safe.

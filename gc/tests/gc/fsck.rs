@@ -5,78 +5,16 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use strata_gc::fsck::{FsckOptions, FsckReport, PHASES, Problem, ProblemKind, Progress, fsck};
-use strata_snapshotter::Snapshotter;
+use strata_store::ErrorKind;
 use strata_store::content::WriterOptions;
 use strata_store::db::{LEASE_RESOURCES, SNAPSHOT_CHILDREN};
-use strata_store::leases::Resource;
-use strata_store::{Digest, ErrorKind, Scope, Store, StoreOptions};
 
-struct Fx {
-    tmp: tempfile::TempDir,
-    store: Store,
-    sn: Snapshotter,
-}
-
-fn fx() -> Fx {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path(), StoreOptions::default()).unwrap();
-    let sn = Snapshotter::native(&store).unwrap();
-    Fx { tmp, store, sn }
-}
-
-fn scope(ns: &str) -> Scope {
-    Scope::new(ns).unwrap()
-}
+use crate::support::{Fx, MountGuard, bind_mount, digest_of, fx, scope};
 
 impl Fx {
-    fn root(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    fn blob(&self, ns: &str, data: &[u8]) -> Digest {
-        self.blob_in(&scope(ns), data)
-    }
-
-    fn blob_in(&self, scope: &Scope, data: &[u8]) -> Digest {
-        let reference = format!(
-            "ref-{}",
-            Digest::of(strata_store::Algorithm::Sha256, data).hex()
-        );
-        let mut w = self
-            .store
-            .content()
-            .writer(scope, &reference, WriterOptions::default())
-            .unwrap();
-        w.write_all(data).unwrap();
-        w.commit(data.len() as u64, None, BTreeMap::new()).unwrap()
-    }
-
-    fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.store.layout().blob(d)
-    }
-
-    /// A committed snapshot `name` on `parent`, with a file `hello` in it.
-    fn committed(&self, ns: &str, name: &str, parent: Option<&str>) {
-        let key = format!("{name}-active");
-        self.sn
-            .prepare(&scope(ns), &key, parent, BTreeMap::new())
-            .unwrap();
-        let files = self.sn.files(ns, &key).unwrap();
-        fs::write(files.join("hello"), name).unwrap();
-        self.sn
-            .commit(&scope(ns), name, &key, BTreeMap::new())
-            .unwrap();
-    }
-
-    /// `snapshots/native/<id>` of a snapshot.
-    fn snapshot_dir(&self, ns: &str, key: &str) -> PathBuf {
-        let files = self.sn.files(ns, key).unwrap();
-        files.parent().unwrap().to_path_buf()
-    }
-
     fn check(&self) -> FsckReport {
         fsck(&self.store, &FsckOptions::new(), &mut |_| {}).unwrap()
     }
@@ -97,6 +35,11 @@ fn found(r: &FsckReport) -> Vec<(ProblemKind, String)> {
         .iter()
         .map(|p| (p.kind, p.object.clone()))
         .collect()
+}
+
+/// What [`found`] lists for an orphan at `path`.
+fn orphan(path: &Path) -> (ProblemKind, String) {
+    (ProblemKind::Orphan, path.display().to_string())
 }
 
 fn only(r: &FsckReport) -> &Problem {
@@ -120,36 +63,20 @@ fn alter_byte(path: &Path) {
 #[test]
 fn clean_store_is_clean_and_counts_everything() {
     let f = fx();
-    f.store
-        .leases()
-        .create("a", "pull", BTreeMap::new())
-        .unwrap();
-    let d1 = f.blob_in(&scope("a").with_lease("pull"), b"first blob");
-    let d2 = f.blob("a", b"second, longer blob");
+    f.lease("a", "pull", &[]);
+    let d1 = f.blob_leased("a", Some("pull"), "first blob", &[]);
+    let d2 = f.blob("a", "second, longer blob", &[]);
     // The same blob in a second namespace: one file, two records.
-    assert_eq!(f.blob("b", b"first blob"), d1);
-    f.committed("a", "base", None);
-    f.sn.prepare(&scope("a"), "work", Some("base"), BTreeMap::new())
-        .unwrap();
-    f.store
-        .leases()
-        .add_resource("a", "pull", &Resource::new("snapshots/native", "base"))
-        .unwrap();
+    assert_eq!(f.blob("b", "first blob", &[]), d1);
+    f.committed("a", None, "base", None, &[]);
+    f.active("a", None, "work", Some("base"), &[]);
+    f.add("a", "pull", "snapshots/native", "base");
     // An open ingest with some bytes, not committed.
-    let mut w = f
-        .store
-        .content()
-        .writer(
-            &scope("a"),
-            "partial",
-            WriterOptions {
-                total: 100,
-                ..WriterOptions::default()
-            },
-        )
-        .unwrap();
-    w.write_all(b"some of it").unwrap();
-    drop(w);
+    let total = WriterOptions {
+        total: 100,
+        ..WriterOptions::default()
+    };
+    f.ingest_with("a", None, "partial", total, "some of it");
 
     let mut events: Vec<Progress> = Vec::new();
     let r = fsck(&f.store, &FsckOptions::new(), &mut |p| events.push(p)).unwrap();
@@ -185,10 +112,10 @@ fn clean_store_is_clean_and_counts_everything() {
 #[test]
 fn one_altered_byte_is_exactly_one_corrupt_blob() {
     let f = fx();
-    let d = f.blob("a", b"important bytes");
-    f.blob("b", b"important bytes");
-    f.blob("a", b"an innocent bystander");
-    alter_byte(&f.blob_path(&d));
+    let d = f.blob("a", "important bytes", &[]);
+    f.blob("b", "important bytes", &[]);
+    f.blob("a", "an innocent bystander", &[]);
+    alter_byte(&f.blob_file(&d));
 
     let r = f.check();
     let p = only(&r);
@@ -206,7 +133,7 @@ fn one_altered_byte_is_exactly_one_corrupt_blob() {
 #[test]
 fn blob_record_with_wrong_size_is_corrupt_blob_for_that_namespace() {
     let f = fx();
-    let d = f.blob("a", b"sized");
+    let d = f.blob("a", "sized", &[]);
     // Rewrite the record's size by hand: a record that lies, over a file that is fine.
     let mut info = f.store.content().info("a", &d).unwrap();
     info.size = 99;
@@ -242,24 +169,21 @@ fn blob_record_with_wrong_size_is_corrupt_blob_for_that_namespace() {
     // Repair removes only the lying record; the file stays.
     let r = f.repair();
     assert!(only(&r).repaired, "{:#?}", r.problems);
-    assert!(f.blob_path(&d).exists());
+    assert!(f.blob_file(&d).exists());
     assert_eq!(
         f.store.content().info("a", &d).unwrap_err().kind(),
         ErrorKind::NotFound
     );
     // The file is now an orphan (no record), reported as such.
-    assert_eq!(
-        found(&f.check()),
-        vec![(ProblemKind::Orphan, f.blob_path(&d).display().to_string())]
-    );
+    assert_eq!(found(&f.check()), vec![orphan(&f.blob_file(&d))]);
 }
 
 #[test]
 fn deleted_blob_file_is_missing_data() {
     let f = fx();
-    let d = f.blob("a", b"soon gone");
-    f.blob("a", b"still here");
-    fs::remove_file(f.blob_path(&d)).unwrap();
+    let d = f.blob("a", "soon gone", &[]);
+    f.blob("a", "still here", &[]);
+    fs::remove_file(f.blob_file(&d)).unwrap();
 
     let r = f.check();
     assert_eq!(
@@ -277,41 +201,29 @@ fn deleted_blob_file_is_missing_data() {
 #[test]
 fn planted_blob_file_is_orphan() {
     let f = fx();
-    f.blob("a", b"recorded");
-    let planted = Digest::of(strata_store::Algorithm::Sha256, b"nobody's");
-    let path = f.blob_path(&planted);
+    f.blob("a", "recorded", &[]);
+    let planted = digest_of("nobody's");
+    let path = f.blob_file(&planted);
     fs::write(&path, b"nobody's").unwrap();
     let junk = f.root().join("content/blobs/sha512/not-a-digest");
     fs::write(&junk, b"?").unwrap();
 
     let r = f.check();
-    assert_eq!(
-        found(&r),
-        vec![
-            (ProblemKind::Orphan, path.display().to_string()),
-            (ProblemKind::Orphan, junk.display().to_string()),
-        ]
-    );
+    assert_eq!(found(&r), vec![orphan(&path), orphan(&junk)]);
     assert_eq!(r.checked.blobs, 1, "orphans are not hashed");
 }
 
 #[test]
 fn planted_snapshot_dir_is_orphan() {
     let f = fx();
-    f.committed("a", "base", None);
+    f.committed("a", None, "base", None, &[]);
     let planted = f.store.snapshot_root("native").join("99999");
     fs::create_dir_all(planted.join("fs")).unwrap();
     let building = f.store.snapshot_root("native").join("new-99998");
     fs::create_dir(&building).unwrap();
 
     let r = f.check();
-    assert_eq!(
-        found(&r),
-        vec![
-            (ProblemKind::Orphan, planted.display().to_string()),
-            (ProblemKind::Orphan, building.display().to_string()),
-        ]
-    );
+    assert_eq!(found(&r), vec![orphan(&planted), orphan(&building)]);
     assert_eq!(r.checked.snapshots, 1);
 }
 
@@ -333,14 +245,8 @@ fn directories_of_ids_in_flight_are_not_orphans() {
     assert_eq!(
         found(&r),
         vec![
-            (
-                ProblemKind::Orphan,
-                root.join(id.to_string()).display().to_string()
-            ),
-            (
-                ProblemKind::Orphan,
-                root.join(format!("new-{id}")).display().to_string()
-            ),
+            orphan(&root.join(id.to_string())),
+            orphan(&root.join(format!("new-{id}"))),
         ]
     );
 }
@@ -348,10 +254,10 @@ fn directories_of_ids_in_flight_are_not_orphans() {
 #[test]
 fn removed_snapshot_dir_is_missing_data() {
     let f = fx();
-    f.committed("a", "base", None);
-    f.committed("a", "top", Some("base"));
-    let base = f.snapshot_dir("a", "base");
-    let top = f.snapshot_dir("a", "top");
+    f.committed("a", None, "base", None, &[]);
+    f.committed("a", None, "top", Some("base"), &[]);
+    let base = f.snap_dir("a", "base");
+    let top = f.snap_dir("a", "top");
     fs::remove_dir_all(&base).unwrap();
     fs::remove_dir_all(&top).unwrap();
     let id = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
@@ -406,7 +312,7 @@ fn removed_snapshot_dir_is_missing_data() {
 #[test]
 fn planted_children_row_is_phantom_child_and_repair_unblocks_remove() {
     let f = fx();
-    f.committed("a", "base", None);
+    f.committed("a", None, "base", None, &[]);
     {
         let txn = f.store.db().write().unwrap();
         txn.open_table(SNAPSHOT_CHILDREN)
@@ -417,7 +323,7 @@ fn planted_children_row_is_phantom_child_and_repair_unblocks_remove() {
     }
     // containerd#11908: the row alone keeps the parent forever.
     assert_eq!(
-        f.sn.remove(&scope("a"), "base").unwrap_err().kind(),
+        f.sn.remove(&scope("a", None), "base").unwrap_err().kind(),
         ErrorKind::FailedPrecondition
     );
 
@@ -432,14 +338,14 @@ fn planted_children_row_is_phantom_child_and_repair_unblocks_remove() {
     let records = fs::read_to_string(r.quarantine.unwrap().join("records.json")).unwrap();
     assert!(records.contains("\"child\": \"ghost\""), "{records}");
     assert!(f.check().is_clean());
-    f.sn.remove(&scope("a"), "base").unwrap();
+    f.sn.remove(&scope("a", None), "base").unwrap();
 }
 
 #[test]
 fn missing_children_row_is_found_and_added_back() {
     let f = fx();
-    f.committed("a", "base", None);
-    f.committed("a", "top", Some("base"));
+    f.committed("a", None, "base", None, &[]);
+    f.committed("a", None, "top", Some("base"), &[]);
     {
         let txn = f.store.db().write().unwrap();
         txn.open_table(SNAPSHOT_CHILDREN)
@@ -462,7 +368,7 @@ fn missing_children_row_is_found_and_added_back() {
     assert!(f.check().is_clean());
     // The parent is protected again.
     assert_eq!(
-        f.sn.remove(&scope("a"), "base").unwrap_err().kind(),
+        f.sn.remove(&scope("a", None), "base").unwrap_err().kind(),
         ErrorKind::FailedPrecondition
     );
 }
@@ -471,24 +377,12 @@ fn missing_children_row_is_found_and_added_back() {
 fn ingest_problems() {
     let f = fx();
     // An ingest expecting 4 bytes whose data holds 6.
-    let mut w = f
-        .store
-        .content()
-        .writer(
-            &scope("a"),
-            "too-long",
-            WriterOptions {
-                total: 4,
-                ..WriterOptions::default()
-            },
-        )
-        .unwrap();
-    w.write_all(b"ab").unwrap();
-    drop(w);
-    let dirs: Vec<PathBuf> = fs::read_dir(f.store.layout().ingest_root())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let total = WriterOptions {
+        total: 4,
+        ..WriterOptions::default()
+    };
+    f.ingest_with("a", None, "too-long", total, "ab");
+    let dirs = f.ingest_dirs();
     assert_eq!(dirs.len(), 1);
     fs::OpenOptions::new()
         .append(true)
@@ -496,9 +390,9 @@ fn ingest_problems() {
         .unwrap()
         .write_all(b"cdef")
         .unwrap();
-    let orphan = f.store.layout().ingest_dir(77777);
-    fs::create_dir(&orphan).unwrap();
-    fs::write(orphan.join("data"), b"left behind").unwrap();
+    let stray = f.store.layout().ingest_dir(77777);
+    fs::create_dir(&stray).unwrap();
+    fs::write(stray.join("data"), b"left behind").unwrap();
 
     let r = f.check();
     let ingest_id = dirs[0].file_name().unwrap().to_string_lossy().into_owned();
@@ -509,7 +403,7 @@ fn ingest_problems() {
                 ProblemKind::CorruptIngest,
                 format!("ingest a/too-long (id {ingest_id})")
             ),
-            (ProblemKind::Orphan, orphan.display().to_string()),
+            orphan(&stray),
         ]
     );
     assert_eq!(r.checked.ingests, 1);
@@ -525,17 +419,14 @@ fn ingest_problems() {
         fs::read(q.join("ingest/77777/data")).unwrap(),
         b"left behind"
     );
-    assert!(!orphan.exists());
+    assert!(!stray.exists());
 }
 
 #[test]
 fn lease_resource_without_lease_is_found_and_removed() {
     let f = fx();
-    f.store
-        .leases()
-        .create("a", "real", BTreeMap::new())
-        .unwrap();
-    let d = f.blob_in(&scope("a").with_lease("real"), b"leased");
+    f.lease("a", "real", &[]);
+    let d = f.blob_leased("a", Some("real"), "leased", &[]);
     {
         let txn = f.store.db().write().unwrap();
         txn.open_table(LEASE_RESOURCES)
@@ -562,12 +453,12 @@ fn lease_resource_without_lease_is_found_and_removed() {
 #[test]
 fn repair_quarantines_corrupt_blob_and_orphan_dir() {
     let f = fx();
-    let d = f.blob("a", b"will be damaged");
-    f.blob("b", b"will be damaged");
-    let kept = f.blob("a", b"stays fine");
-    f.committed("a", "base", None);
-    alter_byte(&f.blob_path(&d));
-    let damaged = fs::read(f.blob_path(&d)).unwrap();
+    let d = f.blob("a", "will be damaged", &[]);
+    f.blob("b", "will be damaged", &[]);
+    let kept = f.blob("a", "stays fine", &[]);
+    f.committed("a", None, "base", None, &[]);
+    alter_byte(&f.blob_file(&d));
+    let damaged = fs::read(f.blob_file(&d)).unwrap();
     let planted = f.store.snapshot_root("native").join("99999");
     fs::create_dir_all(planted.join("fs")).unwrap();
     fs::write(planted.join("fs/file"), b"orphan bytes").unwrap();
@@ -577,7 +468,7 @@ fn repair_quarantines_corrupt_blob_and_orphan_dir() {
         found(&r),
         vec![
             (ProblemKind::CorruptBlob, format!("blob {d}")),
-            (ProblemKind::Orphan, planted.display().to_string()),
+            orphan(&planted),
         ]
     );
     assert!(r.problems.iter().all(|p| p.repaired), "{:#?}", r.problems);
@@ -597,7 +488,7 @@ fn repair_quarantines_corrupt_blob_and_orphan_dir() {
         fs::read(q.join("snapshots/native/99999/fs/file")).unwrap(),
         b"orphan bytes"
     );
-    assert!(!f.blob_path(&d).exists());
+    assert!(!f.blob_file(&d).exists());
     assert!(!planted.exists());
 
     // Both namespaces' records are gone, and listed in records.json.
@@ -631,8 +522,8 @@ fn repair_quarantines_corrupt_blob_and_orphan_dir() {
 #[test]
 fn check_only_changes_nothing() {
     let f = fx();
-    let d = f.blob("a", b"will be damaged");
-    alter_byte(&f.blob_path(&d));
+    let d = f.blob("a", "will be damaged", &[]);
+    alter_byte(&f.blob_file(&d));
     let planted = f.store.snapshot_root("native").join("99999");
     fs::create_dir(&planted).unwrap();
 
@@ -643,17 +534,6 @@ fn check_only_changes_nothing() {
     assert!(!f.root().join("quarantine").exists());
     assert!(planted.exists());
     assert_eq!(f.store.content().info("a", &d).unwrap().size, 15);
-}
-
-/// Unmounts on drop, so a failing assertion leaves no mount behind.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if mounted(&self.0) {
-            let _ = strata_snapshotter::backend::mount::unmount(&self.0);
-        }
-    }
 }
 
 fn mounted(target: &Path) -> bool {
@@ -672,19 +552,14 @@ fn mount_under_the_root_is_stale_and_unmounted() {
     let target = root.join("tmp/target");
     fs::create_dir_all(&source).unwrap();
     fs::create_dir_all(&target).unwrap();
-    let bind = strata_snapshotter::Mount {
-        kind: "bind".into(),
-        source: source.display().to_string(),
-        options: vec!["rbind".into()],
-    };
-    if let Err(e) = strata_snapshotter::backend::mount::mount_all(&[bind], &target) {
+    if let Err(e) = bind_mount(&source, &target, "rbind") {
         // Without CAP_SYS_ADMIN nothing can be mounted, so nothing can be stale either.
         assert_eq!(e.kind(), ErrorKind::Io, "{e}");
         assert!(f.check().is_clean());
         eprintln!("skipping the stale-mount repair: cannot bind-mount here ({e})");
         return;
     }
-    let _guard = Mounted(target.clone());
+    let _guard = MountGuard(Some(target.clone()));
     assert!(mounted(&target));
 
     let r = f.check();
@@ -703,18 +578,18 @@ fn mount_under_the_root_is_stale_and_unmounted() {
 #[test]
 fn objects_being_created_concurrently_are_never_problems() {
     let f = fx();
-    f.committed("a", "base", None);
+    f.committed("a", None, "base", None, &[]);
     let ingest_root = f.store.layout().ingest_root();
     let mut runs = 0;
     std::thread::scope(|s| {
         let worker = s.spawn(|| {
             for i in 0..40 {
                 let key = format!("k{i}");
-                f.sn.prepare(&scope("a"), &key, Some("base"), BTreeMap::new())
+                f.sn.prepare(&scope("a", None), &key, Some("base"), BTreeMap::new())
                     .unwrap();
-                f.sn.commit(&scope("a"), &format!("c{i}"), &key, BTreeMap::new())
+                f.sn.commit(&scope("a", None), &format!("c{i}"), &key, BTreeMap::new())
                     .unwrap();
-                f.blob("a", format!("blob number {i}").as_bytes());
+                f.blob("a", &format!("blob number {i}"), &[]);
             }
         });
         while !worker.is_finished() || runs == 0 {

@@ -1,8 +1,6 @@
 //! The scheduler: containerd's scheduler tests (reference 2.8) against a stand-in collector,
 //! and the clock wake-up against a real store.
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -10,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use strata_gc::scheduler::{Collect, Scheduler, SchedulerConfig};
 use strata_gc::{Report, Result};
-use strata_store::content::WriterOptions;
+use strata_store::Timestamp;
 use strata_store::db::Commit;
-use strata_store::leases::Resource;
-use strata_store::{Scope, Store, StoreOptions, Timestamp};
+
+use crate::support::{fx, x};
 
 /// A collector that takes `cost` and tells the test when it ran.
 struct Fake {
@@ -42,6 +40,24 @@ impl Collect for Fake {
     }
 }
 
+impl Fake {
+    /// A collector costing `cost`, and the receiving end of its runs.
+    fn new(cost: Duration) -> (Fake, mpsc::Receiver<Instant>) {
+        let (runs, rx) = mpsc::channel();
+        (Fake { cost, runs }, rx)
+    }
+}
+
+/// A scheduler around a [`Fake`] costing `cost`, configured by `f`, and the receiving end of
+/// the fake's runs.
+fn scheduler(
+    cost: Duration,
+    f: impl FnOnce(&mut SchedulerConfig),
+) -> (Scheduler, mpsc::Receiver<Instant>) {
+    let (fake, rx) = Fake::new(cost);
+    (Scheduler::with_collector(fake, config(f)), rx)
+}
+
 fn config(f: impl FnOnce(&mut SchedulerConfig)) -> SchedulerConfig {
     let mut c = SchedulerConfig::default();
     f(&mut c);
@@ -66,29 +82,19 @@ fn mutation() -> Commit {
 
 #[test]
 fn startup_delay_delays_the_first_collection() {
-    let (tx, rx) = mpsc::channel();
     let started = Instant::now();
-    let _s = Scheduler::with_collector(
-        Fake {
-            cost: Duration::ZERO,
-            runs: tx,
-        },
-        config(|c| c.startup_delay = Duration::from_millis(20)),
-    );
+    let (_s, rx) = scheduler(Duration::ZERO, |c| {
+        c.startup_delay = Duration::from_millis(20);
+    });
     let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(first - started >= Duration::from_millis(20));
 }
 
 #[test]
 fn trigger_runs_one_collection_and_returns_its_report() {
-    let (tx, rx) = mpsc::channel();
-    let s = Scheduler::with_collector(
-        Fake {
-            cost: Duration::from_millis(1),
-            runs: tx,
-        },
-        config(|c| c.startup_delay = Duration::from_secs(3600)),
-    );
+    let (s, rx) = scheduler(Duration::from_millis(1), |c| {
+        c.startup_delay = Duration::from_secs(3600);
+    });
     let report = s.collect_now().unwrap();
     assert_eq!(report.mark, Duration::from_millis(1));
     assert!(rx.try_recv().is_ok());
@@ -98,7 +104,7 @@ fn trigger_runs_one_collection_and_returns_its_report() {
 
 #[test]
 fn deletion_threshold_collects_once_at_the_threshold() {
-    let (tx, rx) = mpsc::channel();
+    let (inner, rx) = Fake::new(Duration::ZERO);
     let sent = Arc::new(AtomicU64::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
     struct Counting {
@@ -117,10 +123,7 @@ fn deletion_threshold_collects_once_at_the_threshold() {
     }
     let s = Scheduler::with_collector(
         Counting {
-            inner: Fake {
-                cost: Duration::ZERO,
-                runs: tx,
-            },
+            inner,
             sent: Arc::clone(&sent),
             seen: Arc::clone(&seen),
         },
@@ -147,17 +150,10 @@ fn deletion_threshold_collects_once_at_the_threshold() {
 
 #[test]
 fn mutations_below_the_threshold_do_not_collect() {
-    let (tx, rx) = mpsc::channel();
-    let s = Scheduler::with_collector(
-        Fake {
-            cost: Duration::ZERO,
-            runs: tx,
-        },
-        config(|c| {
-            c.startup_delay = Duration::from_secs(3600);
-            c.mutation_threshold = 3;
-        }),
-    );
+    let (s, rx) = scheduler(Duration::ZERO, |c| {
+        c.startup_delay = Duration::from_secs(3600);
+        c.mutation_threshold = 3;
+    });
     s.committed(mutation());
     s.committed(mutation());
     // A trigger is processed after the two mutations: exactly one run follows, the trigger's.
@@ -173,14 +169,9 @@ fn mutations_below_the_threshold_do_not_collect() {
 
 #[test]
 fn pause_threshold_limits_how_often_deletions_collect() {
-    let (tx, rx) = mpsc::channel();
-    let s = Scheduler::with_collector(
-        Fake {
-            cost: Duration::from_micros(100),
-            runs: tx,
-        },
-        config(|c| c.startup_delay = Duration::ZERO),
-    );
+    let (s, rx) = scheduler(Duration::from_micros(100), |c| {
+        c.startup_delay = Duration::ZERO;
+    });
     // A deletion every 100 µs for 15 ms: collections of 100 µs, pause 0.02 (5 ms floor).
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(15) {
@@ -199,31 +190,20 @@ fn pause_threshold_limits_how_often_deletions_collect() {
 
 #[test]
 fn an_idle_store_collects_an_expired_lease_at_its_expiry() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path(), StoreOptions::default()).unwrap();
-    let scheduler = Scheduler::start(&store, SchedulerConfig::default());
+    let f = fx();
+    let scheduler = Scheduler::start(&f.store, SchedulerConfig::default());
     let expire = Timestamp(Timestamp::now().0 + 300_000_000).to_rfc3339();
-    let labels: BTreeMap<String, String> = [("containerd.io/gc.expire".to_owned(), expire)].into();
-    store.leases().create("ns", "pull", labels).unwrap();
-    let scope = Scope::new("ns").unwrap().with_lease("pull");
-    let mut w = store
-        .content()
-        .writer(&scope, "r", WriterOptions::default())
-        .unwrap();
-    w.write_all(b"partial pull").unwrap();
-    let digest = w.commit(12, None, BTreeMap::new()).unwrap();
-    store
-        .leases()
-        .add_resource("ns", "pull", &Resource::new("content", digest.to_string()))
-        .unwrap();
+    f.lease("ns", "pull", &[("containerd.io/gc.expire", &expire)]);
+    let digest = f.blob_leased("ns", Some("pull"), "partial pull", &[]);
+    f.add("ns", "pull", "content", &x(&digest));
     let created = Instant::now();
     // Nothing else is written from here on: only the clock can wake the collector.
     let deadline = created + Duration::from_secs(20);
-    while store.content().info("ns", &digest).is_ok() {
+    while f.store.content().info("ns", &digest).is_ok() {
         assert!(Instant::now() < deadline, "expired lease never collected");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(store.leases().get("ns", "pull").is_err());
-    assert!(!store.layout().blob(&digest).exists());
+    assert!(f.store.leases().get("ns", "pull").is_err());
+    assert!(!f.blob_file(&digest).exists());
     assert!(scheduler.stats().collections >= 1);
 }

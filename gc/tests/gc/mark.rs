@@ -1,182 +1,20 @@
 //! The mark phase against real stores: containerd's gc_test.go cases, exact sets.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::Write;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use strata_gc::node::Typed;
 use strata_gc::{Kind, Marked, Node, mark, tricolor};
-use strata_snapshotter::Snapshotter;
-use strata_store::containers::Container;
+use strata_store::Timestamp;
 use strata_store::content::WriterOptions;
-use strata_store::images::{Descriptor, Image};
-use strata_store::leases::Resource;
-use strata_store::{Digest, Scope, Store, StoreOptions, Timestamp};
 
-const HOUR: i64 = 3_600_000_000_000;
-
-struct Fx {
-    _tmp: tempfile::TempDir,
-    store: Store,
-    sn: Snapshotter,
-}
-
-fn fx() -> Fx {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path(), StoreOptions::default()).unwrap();
-    let sn = Snapshotter::native(&store).unwrap();
-    Fx {
-        _tmp: tmp,
-        store,
-        sn,
-    }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
-fn ago(h: i64) -> String {
-    Timestamp(Timestamp::now().0 - h * HOUR).to_rfc3339()
-}
-
-fn later(h: i64) -> String {
-    Timestamp(Timestamp::now().0 + h * HOUR).to_rfc3339()
-}
+use crate::support::{
+    Fx, ago, c, ct, digest_of, fx, g, i, l, later, metadata_collector_store, s, x,
+};
 
 impl Fx {
-    fn scope(&self, ns: &str, lease: Option<&str>) -> Scope {
-        let s = Scope::new(ns).unwrap();
-        match lease {
-            Some(l) => s.with_lease(l),
-            None => s,
-        }
-    }
-
-    fn blob(&self, ns: &str, data: &str, l: &[(&str, &str)]) -> Digest {
-        self.blob_leased(ns, None, data, l)
-    }
-
-    fn blob_leased(&self, ns: &str, lease: Option<&str>, data: &str, l: &[(&str, &str)]) -> Digest {
-        let mut w = self
-            .store
-            .content()
-            .writer(
-                &self.scope(ns, lease),
-                &format!("w-{data}"),
-                WriterOptions::default(),
-            )
-            .unwrap();
-        w.write_all(data.as_bytes()).unwrap();
-        w.commit(data.len() as u64, None, labels(l)).unwrap()
-    }
-
-    fn ingest(&self, ns: &str, lease: Option<&str>, reference: &str, expected: Option<Digest>) {
-        let opts = WriterOptions {
-            expected,
-            ..WriterOptions::default()
-        };
-        let w = self
-            .store
-            .content()
-            .writer(&self.scope(ns, lease), reference, opts)
-            .unwrap();
-        drop(w);
-    }
-
-    fn image(
-        &self,
-        ns: &str,
-        lease: Option<&str>,
-        name: &str,
-        target: &Digest,
-        l: &[(&str, &str)],
-    ) {
-        let mut img = Image::new(
-            name,
-            Descriptor {
-                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                digest: target.clone(),
-                size: 1,
-                annotations: BTreeMap::new(),
-            },
-        );
-        img.labels = labels(l);
-        self.store
-            .images()
-            .create(&self.scope(ns, lease), img)
-            .unwrap();
-    }
-
-    fn lease(&self, ns: &str, id: &str, l: &[(&str, &str)]) {
-        self.store.leases().create(ns, id, labels(l)).unwrap();
-    }
-
-    /// A committed snapshot `name` on `parent`.
-    fn committed(
-        &self,
-        ns: &str,
-        lease: Option<&str>,
-        name: &str,
-        parent: Option<&str>,
-        l: &[(&str, &str)],
-    ) {
-        let s = self.scope(ns, lease);
-        let key = format!("{name}-active");
-        self.sn.prepare(&s, &key, parent, BTreeMap::new()).unwrap();
-        self.sn.commit(&s, name, &key, labels(l)).unwrap();
-    }
-
-    fn active(
-        &self,
-        ns: &str,
-        lease: Option<&str>,
-        key: &str,
-        parent: Option<&str>,
-        l: &[(&str, &str)],
-    ) {
-        self.sn
-            .prepare(&self.scope(ns, lease), key, parent, labels(l))
-            .unwrap();
-    }
-
-    fn container(&self, ns: &str, id: &str, snapshot: Option<(&str, &str)>, l: &[(&str, &str)]) {
-        let mut c = Container::new(id);
-        if let Some((sn, key)) = snapshot {
-            c.snapshotter = sn.into();
-            c.snapshot_key = key.into();
-        }
-        c.labels = labels(l);
-        self.store
-            .containers()
-            .create(&self.scope(ns, None), c)
-            .unwrap();
-    }
-
     fn mark(&self) -> Marked {
         mark(&self.store, Timestamp::now()).unwrap()
     }
-}
-
-fn c(ns: &str, d: &Digest) -> Node {
-    Node::new(Kind::Content, ns, d.to_string())
-}
-fn s(ns: &str, key: &str) -> Node {
-    Node::snapshot(ns, "native", key)
-}
-fn i(ns: &str, name: &str) -> Node {
-    Node::new(Kind::Image, ns, name)
-}
-fn l(ns: &str, id: &str) -> Node {
-    Node::new(Kind::Lease, ns, id)
-}
-fn g(ns: &str, r: &str) -> Node {
-    Node::new(Kind::Ingest, ns, r)
-}
-fn ct(ns: &str, id: &str) -> Node {
-    Node::new(Kind::Container, ns, id)
 }
 
 fn set(nodes: impl IntoIterator<Item = Node>) -> BTreeSet<Node> {
@@ -266,11 +104,7 @@ fn roots() {
         &[("containerd.io/gc.root", "2026-01-01T00:00:00Z")],
     );
     let rootp = f.blob("ns1", "rootprefix", &[("containerd.io/gc.root.x", "1")]);
-    let plain = f.blob("ns1", "plain", &[]);
-    let t1 = f.blob("ns1", "t1", &[]);
-    let t2 = f.blob("ns1", "t2", &[]);
-    let t3 = f.blob("ns1", "t3", &[]);
-    let t4 = f.blob("ns1", "t4", &[]);
+    let [plain, t1, t2, t3, t4] = f.blobs("ns1", ["plain", "t1", "t2", "t3", "t4"]);
     f.image("ns1", None, "img-live", &t1, &[]);
     f.image(
         "ns1",
@@ -306,16 +140,15 @@ fn roots() {
     );
     f.committed("ns2", None, "splain", None, &[]);
     f.active("ns2", None, "cactive", None, &[]);
-    f.container("ns2", "c1", Some(("native", "cactive")), &[]);
+    f.container("ns2", "c1", Some("cactive"), &[]);
     f.container("ns2", "c2", None, &[]);
     // ns3: ingests: leased (nil expiry once the lease is gone), unleased (expires in 24 h).
     f.lease("ns3", "tmp", &[]);
-    f.ingest("ns3", Some("tmp"), "nil", None);
+    f.ingest("ns3", Some("tmp"), "nil", "");
     f.store.leases().delete("ns3", "tmp").unwrap();
-    f.ingest("ns3", None, "future", None);
+    f.ingest("ns3", None, "future", "");
     // ns4: leases live, expired, unparseable, flat.
-    let lc = f.blob("ns4", "leased", &[]);
-    let lcref = f.blob("ns4", "leasedref", &[]);
+    let [lc, lcref] = f.blobs("ns4", ["leased", "leasedref"]);
     let fc = f.blob(
         "ns4",
         "flatc",
@@ -326,22 +159,12 @@ fn roots() {
     f.lease("ns4", "expired", &[("containerd.io/gc.expire", &ago(1))]);
     f.lease("ns4", "bad", &[("containerd.io/gc.expire", "never")]);
     f.lease("ns4", "flat", &[("containerd.io/gc.flat", "1")]);
-    let add = |id: &str, kind: &str, rid: &str| {
-        f.store
-            .leases()
-            .add_resource("ns4", id, &Resource::new(kind, rid))
-            .unwrap();
-    };
-    add("live", "content", &lc.to_string());
-    add("flat", "content", &fc.to_string());
-    add("expired", "content", &ec.to_string());
-    add(
-        "live",
-        "content",
-        &Digest::of(strata_store::Algorithm::Sha256, b"missing").to_string(),
-    );
+    f.add("ns4", "live", "content", &x(&lc));
+    f.add("ns4", "flat", "content", &x(&fc));
+    f.add("ns4", "expired", "content", &x(&ec));
+    f.add("ns4", "live", "content", &x(&digest_of("missing")));
     f.committed("ns4", Some("live"), "ls", None, &[]);
-    f.ingest("ns4", Some("live"), "ling", None);
+    f.ingest("ns4", Some("live"), "ling", "");
     f.image(
         "ns4",
         Some("live"),
@@ -402,12 +225,7 @@ fn roots() {
 fn refs() {
     let f = fx();
     let ns = "refs";
-    let x = |d: &Digest| d.to_string();
-    let bad = f.blob(ns, "bad", &[]);
-    let a = f.blob(ns, "a", &[]);
-    let b = f.blob(ns, "b", &[]);
-    let dot = f.blob(ns, "dot", &[]);
-    let slash = f.blob(ns, "slash", &[]);
+    let [bad, a, b, dot, slash] = f.blobs(ns, ["bad", "a", "b", "dot", "slash"]);
     let root = f.blob(
         ns,
         "root",
@@ -444,8 +262,7 @@ fn refs() {
     f.committed(ns, None, "other", None, &[]);
     f.committed(ns, None, "orphan", Some("mid"), &[]);
     // An expiring image kept only by the gc.ref.image label; its target and refs followed.
-    let it = f.blob(ns, "imgtarget", &[]);
-    let ir = f.blob(ns, "imgref", &[]);
+    let [it, ir] = f.blobs(ns, ["imgtarget", "imgref"]);
     f.image(
         ns,
         None,
@@ -457,8 +274,12 @@ fn refs() {
         ],
     );
     // Ingest expected digest keeps the content.
-    let exp = Digest::of(strata_store::Algorithm::Sha256, b"expected");
-    f.ingest(ns, None, "ing", Some(exp.clone()));
+    let exp = digest_of("expected");
+    let expecting = WriterOptions {
+        expected: Some(exp.clone()),
+        ..WriterOptions::default()
+    };
+    f.ingest_with(ns, None, "ing", expecting, "");
     assert_eq!(f.blob(ns, "expected", &[]), exp);
     // Container: snapshot + label refs.
     let cc = f.blob(ns, "contref", &[]);
@@ -466,7 +287,7 @@ fn refs() {
     f.container(
         ns,
         "c",
-        Some(("native", "crw")),
+        Some("crw"),
         &[("containerd.io/gc.ref.content/1", &x(&cc))],
     );
 
@@ -500,7 +321,6 @@ fn refs() {
 fn back_refs() {
     let f = fx();
     let ns = "brefs";
-    let x = |d: &Digest| d.to_string();
     let parent = f.blob(ns, "parent", &[("containerd.io/gc.root", "1")]);
     let dead = f.blob(ns, "dead", &[]);
     let by_content = f.blob(ns, "byc", &[("containerd.io/gc.bref.content", &x(&parent))]);
@@ -674,7 +494,6 @@ fn conditional_refs() {
 fn flat_lease() {
     let f = fx();
     let ns = "flat";
-    let x = |d: &Digest| d.to_string();
     f.lease(ns, "fl", &[("containerd.io/gc.flat", "true")]);
     let r9 = f.blob(ns, "9", &[]);
     let b8 = f.blob_leased(
@@ -683,8 +502,7 @@ fn flat_lease() {
         "8",
         &[("containerd.io/gc.ref.content.0", &x(&r9))],
     );
-    let r10 = f.blob(ns, "10", &[]);
-    let r11 = f.blob(ns, "11", &[]);
+    let [r10, r11] = f.blobs(ns, ["10", "11"]);
     f.committed(
         ns,
         None,
@@ -729,7 +547,7 @@ fn flat_lease() {
     );
 
     // Reached normally elsewhere too: then its refs are followed.
-    f.container(ns, "c", Some(("native", "s8")), &[]);
+    f.container(ns, "c", Some("s8"), &[]);
     let m = f.mark();
     assert!(m.reachable.contains(&c(ns, &r10)));
     assert!(!m.reachable.contains(&c(ns, &r11)));
@@ -740,63 +558,7 @@ fn flat_lease() {
 fn metadata_collector() {
     let f = fx();
     let ns = "test";
-    let x = |d: &Digest| d.to_string();
-    let b1 = f.blob(ns, "1", &[]);
-    let b2 = f.blob(
-        ns,
-        "2",
-        &[("containerd.io/gc.root", "2026-01-01T00:00:00Z")],
-    );
-    let b3 = f.blob(ns, "3", &[]);
-    let b4 = f.blob(ns, "4", &[]);
-    f.image(ns, None, "image-1", &b1, &[]);
-    f.committed(ns, None, "1", None, &[]);
-    f.committed(ns, None, "2", Some("1"), &[]);
-    f.committed(ns, None, "3", Some("2"), &[]);
-    f.active(ns, None, "4", Some("3"), &[]);
-    f.container(ns, "container-1", Some(("native", "4")), &[]);
-    f.active(ns, None, "5", Some("3"), &[]);
-    // Normal lease: blob 5 and its ref 6, snapshot 6 and its content ref 7.
-    f.lease(ns, "lease-1", &[]);
-    let b6 = f.blob(ns, "6", &[]);
-    let b5 = f.blob_leased(
-        ns,
-        Some("lease-1"),
-        "5",
-        &[("containerd.io/gc.ref.content.0", &x(&b6))],
-    );
-    let b7 = f.blob(ns, "7", &[]);
-    f.active(
-        ns,
-        Some("lease-1"),
-        "6",
-        None,
-        &[("containerd.io/gc.ref.content.0", &x(&b7))],
-    );
-    // Flat lease: blob 8 not its ref 9; snapshot 9 with parents 8, 7, not 7's ref 10.
-    f.lease(
-        ns,
-        "lease-2",
-        &[("containerd.io/gc.flat", &Timestamp::now().to_rfc3339())],
-    );
-    let b9 = f.blob(ns, "9", &[]);
-    let b8 = f.blob_leased(
-        ns,
-        Some("lease-2"),
-        "8",
-        &[("containerd.io/gc.ref.content.0", &x(&b9))],
-    );
-    let b10 = f.blob(ns, "10", &[]);
-    f.committed(
-        ns,
-        None,
-        "7",
-        None,
-        &[("containerd.io/gc.ref.content.0", &x(&b10))],
-    );
-    f.committed(ns, None, "8", Some("7"), &[]);
-    f.active(ns, Some("lease-2"), "9", Some("8"), &[]);
-
+    let [b1, b2, b3, b4, b5, b6, b7, b8, b9, b10] = metadata_collector_store(&f, ns);
     let m = f.mark();
     check(
         &m,

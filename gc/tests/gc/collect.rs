@@ -12,186 +12,24 @@
 //!   parent whose referent goes).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use proptest::prelude::*;
 use redb::ReadableTable;
-use strata_gc::{Kind, Node, Report, collect, collect_at, dry_run, dry_run_at};
-use strata_snapshotter::Snapshotter;
-use strata_store::containers::Container;
+use strata_gc::{Node, Report, collect, collect_at, dry_run, dry_run_at};
 use strata_store::content::WriterOptions;
-use strata_store::images::{Descriptor, Image};
-use strata_store::leases::Resource;
-use strata_store::{Algorithm, Digest, ErrorKind, Scope, Store, StoreOptions, Timestamp};
+use strata_store::{Algorithm, Digest, ErrorKind, Store, Timestamp};
 
-const HOUR: i64 = 3_600_000_000_000;
+use crate::support::{
+    Fx, HOUR, MountGuard, ago, bind_mount, c, digest_of, fx, g, i, image_record, l, later,
+    metadata_collector_store, s, scope, strs, x,
+};
 
 // ---------------------------------------------------------------------------------------------
-// Fixture.
-
-struct Fx {
-    store: Store,
-    sn: Snapshotter,
-    _tmp: tempfile::TempDir,
-}
-
-fn fx() -> Fx {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut opts = StoreOptions::default();
-    opts.cache_size = 4 << 20;
-    let store = Store::open(tmp.path(), opts).unwrap();
-    let sn = Snapshotter::native(&store).unwrap();
-    Fx {
-        store,
-        sn,
-        _tmp: tmp,
-    }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
-fn ago(h: i64) -> String {
-    Timestamp(Timestamp::now().0 - h * HOUR).to_rfc3339()
-}
-
-fn later(h: i64) -> String {
-    Timestamp(Timestamp::now().0 + h * HOUR).to_rfc3339()
-}
-
-fn scope(ns: &str, lease: Option<&str>) -> Scope {
-    let s = Scope::new(ns).unwrap();
-    match lease {
-        Some(l) => s.with_lease(l),
-        None => s,
-    }
-}
-
-fn digest_of(data: &str) -> Digest {
-    Digest::of(Algorithm::Sha256, data.as_bytes())
-}
+// Checks.
 
 impl Fx {
-    fn blob(&self, ns: &str, data: &str, l: &[(&str, &str)]) -> Digest {
-        self.blob_leased(ns, None, data, l)
-    }
-
-    fn blob_leased(&self, ns: &str, lease: Option<&str>, data: &str, l: &[(&str, &str)]) -> Digest {
-        let mut w = self
-            .store
-            .content()
-            .writer(
-                &scope(ns, lease),
-                &format!("w-{data}"),
-                WriterOptions::default(),
-            )
-            .unwrap();
-        w.write_all(data.as_bytes()).unwrap();
-        w.commit(data.len() as u64, None, labels(l)).unwrap()
-    }
-
-    /// An ingest holding `data`, left open (its writer dropped).
-    fn ingest(&self, ns: &str, lease: Option<&str>, reference: &str, data: &str) {
-        let mut w = self
-            .store
-            .content()
-            .writer(&scope(ns, lease), reference, WriterOptions::default())
-            .unwrap();
-        w.write_all(data.as_bytes()).unwrap();
-        drop(w);
-    }
-
-    fn image(
-        &self,
-        ns: &str,
-        lease: Option<&str>,
-        name: &str,
-        target: &Digest,
-        l: &[(&str, &str)],
-    ) {
-        let mut img = Image::new(
-            name,
-            Descriptor {
-                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                digest: target.clone(),
-                size: 1,
-                annotations: BTreeMap::new(),
-            },
-        );
-        img.labels = labels(l);
-        self.store.images().create(&scope(ns, lease), img).unwrap();
-    }
-
-    fn lease(&self, ns: &str, id: &str, l: &[(&str, &str)]) {
-        self.store.leases().create(ns, id, labels(l)).unwrap();
-    }
-
-    fn add(&self, ns: &str, lease: &str, kind: &str, id: &str) {
-        self.store
-            .leases()
-            .add_resource(ns, lease, &Resource::new(kind, id))
-            .unwrap();
-    }
-
-    /// A committed snapshot `name` on `parent`, holding the file `name`.
-    fn committed(
-        &self,
-        ns: &str,
-        lease: Option<&str>,
-        name: &str,
-        parent: Option<&str>,
-        l: &[(&str, &str)],
-    ) {
-        let s = scope(ns, lease);
-        let key = format!("{name}-active");
-        self.sn.prepare(&s, &key, parent, BTreeMap::new()).unwrap();
-        std::fs::write(self.sn.files(ns, &key).unwrap().join(name), name).unwrap();
-        self.sn.commit(&s, name, &key, labels(l)).unwrap();
-    }
-
-    fn active(
-        &self,
-        ns: &str,
-        lease: Option<&str>,
-        key: &str,
-        parent: Option<&str>,
-        l: &[(&str, &str)],
-    ) {
-        self.sn
-            .prepare(&scope(ns, lease), key, parent, labels(l))
-            .unwrap();
-    }
-
-    fn container(&self, ns: &str, id: &str, snapshot: Option<&str>, l: &[(&str, &str)]) {
-        let mut c = Container::new(id);
-        if let Some(key) = snapshot {
-            c.snapshotter = "native".into();
-            c.snapshot_key = key.into();
-        }
-        c.labels = labels(l);
-        self.store.containers().create(&scope(ns, None), c).unwrap();
-    }
-
-    /// `snapshots/native/<id>` of a snapshot that exists.
-    fn snap_dir(&self, ns: &str, key: &str) -> PathBuf {
-        self.sn
-            .files(ns, key)
-            .unwrap_or_else(|e| panic!("snapshot {ns}/{key}: {e}"))
-            .parent()
-            .unwrap()
-            .to_owned()
-    }
-
-    fn blob_file(&self, d: &Digest) -> PathBuf {
-        self.store.layout().blob(d)
-    }
-
     fn has_blob(&self, ns: &str, d: &Digest) -> bool {
         match self.store.content().info(ns, d) {
             Ok(_) => true,
@@ -250,22 +88,6 @@ impl Fx {
     }
 }
 
-fn c(ns: &str, d: &Digest) -> Node {
-    Node::new(Kind::Content, ns, d.to_string())
-}
-fn s(ns: &str, key: &str) -> Node {
-    Node::snapshot(ns, "native", key)
-}
-fn i(ns: &str, name: &str) -> Node {
-    Node::new(Kind::Image, ns, name)
-}
-fn l(ns: &str, id: &str) -> Node {
-    Node::new(Kind::Lease, ns, id)
-}
-fn g(ns: &str, r: &str) -> Node {
-    Node::new(Kind::Ingest, ns, r)
-}
-
 fn sorted(nodes: impl IntoIterator<Item = Node>) -> Vec<Node> {
     let mut v: Vec<Node> = nodes.into_iter().collect();
     v.sort();
@@ -276,37 +98,14 @@ fn orphan_paths(o: &[strata_gc::cleanup::Orphan]) -> BTreeSet<PathBuf> {
     o.iter().map(|o| o.path.clone()).collect()
 }
 
-fn x(d: &Digest) -> String {
-    d.to_string()
-}
-
 // ---------------------------------------------------------------------------------------------
 // 0. The first smoke test.
-
-fn image_plain(store: &Store, scope: &Scope, name: &str, target: &Digest) {
-    store
-        .images()
-        .create(
-            scope,
-            Image::new(
-                name,
-                Descriptor {
-                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                    digest: target.clone(),
-                    size: 10,
-                    annotations: BTreeMap::new(),
-                },
-            ),
-        )
-        .unwrap();
-}
 
 #[test]
 fn deleting_an_image_frees_its_unique_blobs_and_snapshots() {
     let f = fx();
-    let scope = Scope::new("ns").unwrap();
-    let shared = f.blob("ns", "shared layer", &[]);
-    let only_a = f.blob("ns", "layer of a", &[]);
+    let scope = scope("ns", None);
+    let [shared, only_a] = f.blobs("ns", ["shared layer", "layer of a"]);
     f.sn.prepare(&scope, "a-active", None, BTreeMap::new())
         .unwrap();
     f.sn.commit(&scope, "a-top", "a-active", BTreeMap::new())
@@ -325,8 +124,8 @@ fn deleting_an_image_frees_its_unique_blobs_and_snapshots() {
         "manifest b",
         &[("containerd.io/gc.ref.content.l.0", &shared.to_string())],
     );
-    image_plain(&f.store, &scope, "a", &ma);
-    image_plain(&f.store, &scope, "b", &mb);
+    f.image("ns", None, "a", &ma, &[]);
+    f.image("ns", None, "b", &mb, &[]);
 
     let first = collect(&f.store).unwrap();
     assert!(first.removed.is_empty(), "{:?}", first.removed);
@@ -357,61 +156,7 @@ fn deleting_an_image_frees_its_unique_blobs_and_snapshots() {
 fn metadata_collector_end_to_end() {
     let f = fx();
     let ns = "test";
-    let b1 = f.blob(ns, "1", &[]);
-    let b2 = f.blob(
-        ns,
-        "2",
-        &[("containerd.io/gc.root", "2026-01-01T00:00:00Z")],
-    );
-    let b3 = f.blob(ns, "3", &[]);
-    let b4 = f.blob(ns, "4", &[]);
-    f.image(ns, None, "image-1", &b1, &[]);
-    f.committed(ns, None, "1", None, &[]);
-    f.committed(ns, None, "2", Some("1"), &[]);
-    f.committed(ns, None, "3", Some("2"), &[]);
-    f.active(ns, None, "4", Some("3"), &[]);
-    f.container(ns, "container-1", Some("4"), &[]);
-    f.active(ns, None, "5", Some("3"), &[]);
-    // Normal lease: blob 5 and its ref 6, snapshot 6 and its content ref 7.
-    f.lease(ns, "lease-1", &[]);
-    let b6 = f.blob(ns, "6", &[]);
-    let b5 = f.blob_leased(
-        ns,
-        Some("lease-1"),
-        "5",
-        &[("containerd.io/gc.ref.content.0", &x(&b6))],
-    );
-    let b7 = f.blob(ns, "7", &[]);
-    f.active(
-        ns,
-        Some("lease-1"),
-        "6",
-        None,
-        &[("containerd.io/gc.ref.content.0", &x(&b7))],
-    );
-    // Flat lease: blob 8 not its ref 9; snapshot 9 with parents 8, 7, not 7's ref 10.
-    f.lease(
-        ns,
-        "lease-2",
-        &[("containerd.io/gc.flat", &Timestamp::now().to_rfc3339())],
-    );
-    let b9 = f.blob(ns, "9", &[]);
-    let b8 = f.blob_leased(
-        ns,
-        Some("lease-2"),
-        "8",
-        &[("containerd.io/gc.ref.content.0", &x(&b9))],
-    );
-    let b10 = f.blob(ns, "10", &[]);
-    f.committed(
-        ns,
-        None,
-        "7",
-        None,
-        &[("containerd.io/gc.ref.content.0", &x(&b10))],
-    );
-    f.committed(ns, None, "8", Some("7"), &[]);
-    f.active(ns, Some("lease-2"), "9", Some("8"), &[]);
+    let [b1, b2, b3, b4, b5, b6, b7, b8, b9, b10] = metadata_collector_store(&f, ns);
 
     let kept_blobs = [&b1, &b2, &b5, &b6, &b7, &b8];
     let kept_snaps = ["1", "2", "3", "4", "6", "7", "8", "9"];
@@ -496,10 +241,7 @@ fn expired_lease_is_removed_with_its_resource_rows_and_what_only_it_held() {
     // A resource that never existed is a row too.
     f.add(ns, "old", "images", "no-such-image");
     assert!(lease_resource_rows(&f.store, ns, "old") >= 5);
-    let ingest_dirs: Vec<PathBuf> = std::fs::read_dir(f.store.layout().ingest_root())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let ingest_dirs = f.ingest_dirs();
     assert_eq!(ingest_dirs.len(), 1);
     let snap_dir = f.snap_dir(ns, "snap");
 
@@ -538,9 +280,7 @@ fn expired_lease_is_removed_with_its_resource_rows_and_what_only_it_held() {
 fn expired_image_is_removed_with_its_unique_target() {
     let f = fx();
     let ns = "ns";
-    let t_old = f.blob(ns, "old target", &[]);
-    let t_new = f.blob(ns, "new target", &[]);
-    let shared = f.blob(ns, "shared", &[]);
+    let [t_old, t_new, shared] = f.blobs(ns, ["old target", "new target", "shared"]);
     let m_old = f.blob(
         ns,
         "old manifest",
@@ -596,10 +336,7 @@ fn expired_unleased_ingest_is_removed_with_its_directory() {
     let f = fx();
     let ns = "ns";
     f.ingest(ns, None, "stale", "some bytes");
-    let dirs: Vec<PathBuf> = std::fs::read_dir(f.store.layout().ingest_root())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let dirs = f.ingest_dirs();
     assert_eq!(dirs.len(), 1);
     // Within its 24 h it is a root.
     let now = f.collect();
@@ -714,8 +451,7 @@ fn build_image(f: &Fx, ns: &str, tag: &str, layers: &[&str]) -> Built {
     for (n, d) in digests.iter().enumerate() {
         ml.push((format!("containerd.io/gc.ref.content.l.{n}"), x(d)));
     }
-    let ml_ref: Vec<(&str, &str)> = ml.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let manifest = f.blob(ns, &format!("manifest {tag}"), &ml_ref);
+    let manifest = f.blob(ns, &format!("manifest {tag}"), &strs(&ml));
     Built {
         manifest,
         config,
@@ -1060,7 +796,7 @@ fn resolve(sp: &Space) -> Resolved {
     let mut r = Resolved::default();
     for (n, b) in sp.blobs.iter().enumerate() {
         r.blobs.push((
-            digest_of(&blob_data(n)),
+            digest_of(blob_data(n)),
             b.root,
             b.refs.iter().filter_map(|v| idx(*v, nb)).collect(),
             b.image_ref.and_then(|v| idx(v, sp.images.len())),
@@ -1132,6 +868,19 @@ fn ingest_name(n: usize) -> String {
     format!("ing{n}")
 }
 
+/// `containerd.io/gc.ref.content.<k>` labels naming the blobs `refs`.
+fn content_refs(r: &Resolved, refs: &[usize]) -> Vec<(String, String)> {
+    refs.iter()
+        .enumerate()
+        .map(|(k, b)| {
+            (
+                format!("containerd.io/gc.ref.content.{k}"),
+                x(&r.blobs[*b].0),
+            )
+        })
+        .collect()
+}
+
 fn build_space(f: &Fx, ns: &str, r: &Resolved) {
     for (n, le) in r.leases.iter().enumerate() {
         let mut lbl = Vec::new();
@@ -1146,34 +895,18 @@ fn build_space(f: &Fx, ns: &str, r: &Resolved) {
         f.lease(ns, &lease_name(n), &lbl);
     }
     for (n, (_, root, refs, image_ref)) in r.blobs.iter().enumerate() {
-        let mut lbl: Vec<(String, String)> = refs
-            .iter()
-            .enumerate()
-            .map(|(k, b)| {
-                (
-                    format!("containerd.io/gc.ref.content.{k}"),
-                    x(&r.blobs[*b].0),
-                )
-            })
-            .collect();
+        let mut lbl = content_refs(r, refs);
         if *root {
             lbl.push(("containerd.io/gc.root".into(), "1".into()));
         }
         if let Some(im) = image_ref {
             lbl.push(("containerd.io/gc.ref.image".into(), image_name(*im)));
         }
-        let lbl: Vec<(&str, &str)> = lbl.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let d = f.blob(ns, &blob_data(n), &lbl);
+        let d = f.blob(ns, &blob_data(n), &strs(&lbl));
         assert_eq!(d, r.blobs[n].0);
     }
     for (n, (parent, active, root, crefs, srefs)) in r.snaps.iter().enumerate() {
-        let mut lbl: Vec<(String, String)> = Vec::new();
-        for (k, b) in crefs.iter().enumerate() {
-            lbl.push((
-                format!("containerd.io/gc.ref.content.{k}"),
-                x(&r.blobs[*b].0),
-            ));
-        }
+        let mut lbl = content_refs(r, crefs);
         for (k, sref) in srefs.iter().enumerate() {
             lbl.push((
                 format!("containerd.io/gc.ref.snapshot.native/{k}"),
@@ -1183,30 +916,19 @@ fn build_space(f: &Fx, ns: &str, r: &Resolved) {
         if *root {
             lbl.push(("containerd.io/gc.root".into(), "1".into()));
         }
-        let lbl: Vec<(&str, &str)> = lbl.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let parent = parent.map(snap_name);
         if *active {
-            f.active(ns, None, &snap_name(n), parent.as_deref(), &lbl);
+            f.active(ns, None, &snap_name(n), parent.as_deref(), &strs(&lbl));
         } else {
-            f.committed(ns, None, &snap_name(n), parent.as_deref(), &lbl);
+            f.committed(ns, None, &snap_name(n), parent.as_deref(), &strs(&lbl));
         }
     }
     for (n, (target, expired, refs)) in r.images.iter().enumerate() {
-        let mut lbl: Vec<(String, String)> = refs
-            .iter()
-            .enumerate()
-            .map(|(k, b)| {
-                (
-                    format!("containerd.io/gc.ref.content.{k}"),
-                    x(&r.blobs[*b].0),
-                )
-            })
-            .collect();
+        let mut lbl = content_refs(r, refs);
         if *expired {
             lbl.push(("containerd.io/gc.expire".into(), ago(1)));
         }
-        let lbl: Vec<(&str, &str)> = lbl.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        f.image(ns, None, &image_name(n), &r.blobs[*target].0, &lbl);
+        f.image(ns, None, &image_name(n), &r.blobs[*target].0, &strs(&lbl));
     }
     for (n, (snap, label)) in r.containers.iter().enumerate() {
         let lbl = label.map(|b| x(&r.blobs[b].0));
@@ -1514,37 +1236,13 @@ fn require_mounts() -> bool {
 /// Bind-mounts `source` on `target`; false (skip) where mounts are not allowed here, unless
 /// `STRATA_REQUIRE_OVERLAY=1`.
 fn bind(source: &Path, target: &Path) -> bool {
-    let m = strata_snapshotter::Mount {
-        kind: "bind".into(),
-        source: source.display().to_string(),
-        options: vec!["bind".into()],
-    };
-    match strata_snapshotter::backend::mount::mount_all(&[m], target) {
+    match bind_mount(source, target, "bind") {
         Ok(()) => true,
         Err(e) if !require_mounts() => {
             eprintln!("skipping: cannot bind mount here: {e}");
             false
         }
         Err(e) => panic!("bind mount (STRATA_REQUIRE_OVERLAY=1): {e}"),
-    }
-}
-
-/// Unmounts on drop, so a failing assertion leaves no mount behind.
-struct BindGuard(Option<PathBuf>);
-
-impl BindGuard {
-    fn release(&mut self) {
-        if let Some(p) = self.0.take() {
-            strata_snapshotter::backend::mount::unmount(&p).unwrap();
-        }
-    }
-}
-
-impl Drop for BindGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = strata_snapshotter::backend::mount::unmount(&p);
-        }
     }
 }
 
@@ -1557,7 +1255,7 @@ fn an_orphan_that_cannot_be_removed_is_reported_and_the_rest_still_goes() {
     if !bind(outside.path(), &busy.join("fs/mnt")) {
         return;
     }
-    let mut guard = BindGuard(Some(busy.join("fs/mnt")));
+    let mut guard = MountGuard(Some(busy.join("fs/mnt")));
     let other = f.sn.root().join("900000002");
     std::fs::create_dir_all(other.join("fs")).unwrap();
     let planted = digest_of("orphan blob");
@@ -1604,7 +1302,7 @@ fn cleanup_never_deletes_through_a_mount_point() {
     if !bind(outside.path(), &busy.join("fs/mnt")) {
         return;
     }
-    let mut guard = BindGuard(Some(busy.join("fs/mnt")));
+    let mut guard = MountGuard(Some(busy.join("fs/mnt")));
     let r = collect(&f.store).unwrap();
     let precious = std::fs::read(outside.path().join("precious"));
     let also = std::fs::read(outside.path().join("sub/also"));
@@ -1628,16 +1326,12 @@ fn ballast(f: &Fx, ns: &str, refs: usize) {
         .map(|n| {
             (
                 format!("containerd.io/gc.ref.content.{n}"),
-                digest_of(&format!("absent {n}")).to_string(),
+                digest_of(format!("absent {n}")).to_string(),
             )
         })
         .chain([("containerd.io/gc.root".to_owned(), "1".to_owned())])
         .collect();
-    let labels: Vec<(&str, &str)> = labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    f.blob(ns, "ballast", &labels);
+    f.blob(ns, "ballast", &strs(&labels));
 }
 
 /// A thread creates images on a blob nothing else references while collections run. An image
@@ -1666,16 +1360,7 @@ fn images_created_during_a_collection_keep_their_blob() {
         scope_.spawn(move || {
             while let Ok(n) = go_rx.recv() {
                 let before = Timestamp::now();
-                let mut img = Image::new(
-                    format!("img-{n}"),
-                    Descriptor {
-                        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                        digest: target.clone(),
-                        size: 1,
-                        annotations: BTreeMap::new(),
-                    },
-                );
-                img.labels = BTreeMap::new();
+                let img = image_record(format!("img-{n}"), &target, &[]);
                 store.images().create(&scope(ns, None), img).unwrap();
                 done_tx.send((before, Timestamp::now())).unwrap();
             }
@@ -1742,6 +1427,15 @@ fn prepare_on_a_parent_whose_referent_is_deleted_concurrently() {
     let (go_tx, go_rx) = mpsc::channel::<usize>();
     let (done_tx, done_rx) = mpsc::channel::<Result<(), ErrorKind>>();
     let mut outcomes = BTreeMap::<String, usize>::new();
+    // Collects, and no record may be left without its data.
+    let collect_nothing_missing = |n: usize| {
+        let r = collect(&f.store).unwrap();
+        assert!(
+            r.files.missing.is_empty(),
+            "round {n}: {:?}",
+            r.files.missing
+        );
+    };
     std::thread::scope(|scope_| {
         let sn = f.sn.clone();
         scope_.spawn(move || {
@@ -1793,12 +1487,7 @@ fn prepare_on_a_parent_whose_referent_is_deleted_concurrently() {
                 Ok(()) => {
                     assert!(child_exists, "round {n}: prepared child recorded");
                     // The child is leased; its parent must stay with it.
-                    let r = collect(&f.store).unwrap();
-                    assert!(
-                        r.files.missing.is_empty(),
-                        "round {n}: {:?}",
-                        r.files.missing
-                    );
+                    collect_nothing_missing(n);
                     assert!(
                         f.has_snapshot(ns, &parent),
                         "round {n}: the parent of a live child was removed"
@@ -1828,12 +1517,7 @@ fn prepare_on_a_parent_whose_referent_is_deleted_concurrently() {
                     failed_n += 1;
                 }
             }
-            let r = collect(&f.store).unwrap();
-            assert!(
-                r.files.missing.is_empty(),
-                "round {n}: {:?}",
-                r.files.missing
-            );
+            collect_nothing_missing(n);
             assert!(
                 !f.has_snapshot(ns, &parent),
                 "round {n}: unreferenced at last"

@@ -1,0 +1,126 @@
+//! why, du and compact against real stores.
+
+use strata_gc::usage::{By, usage};
+use strata_gc::{Node, why};
+use strata_store::Digest;
+
+use crate::support::{Fx, c, fx, i, l, later, scope, x};
+
+/// Images a and b share `layer` (returned first); b also has `only_b` (returned second) and a
+/// snapshot; lease "pin" (expiring) holds `layer` too.
+fn images() -> (Fx, Digest, Digest) {
+    let f = fx();
+    f.active("ns", None, "b-active", None, &[]);
+    std::fs::write(
+        f.sn.files("ns", "b-active").unwrap().join("f"),
+        vec![7u8; 64 << 10],
+    )
+    .unwrap();
+    f.sn.commit(&scope("ns", None), "b-top", "b-active", Default::default())
+        .unwrap();
+    let [layer, only_b] = f.blobs("ns", ["shared layer bytes", "layer only b has"]);
+    let ma = f.blob(
+        "ns",
+        "manifest a",
+        &[("containerd.io/gc.ref.content.l.0", &x(&layer))],
+    );
+    let mb = f.blob(
+        "ns",
+        "manifest b",
+        &[
+            ("containerd.io/gc.ref.content.l.0", &x(&layer)),
+            ("containerd.io/gc.ref.content.l.1", &x(&only_b)),
+            ("containerd.io/gc.ref.snapshot.native", "b-top"),
+        ],
+    );
+    f.image("ns", None, "a", &ma, &[]);
+    f.image("ns", None, "b", &mb, &[]);
+    f.lease("ns", "pin", &[("containerd.io/gc.expire", &later(1))]);
+    f.add("ns", "pin", "content", &x(&layer));
+    (f, layer, only_b)
+}
+
+#[test]
+fn why_names_every_image_and_lease_that_keeps_a_layer() {
+    let (f, layer, _) = images();
+    let node = c("ns", &layer);
+    let w = why(&f.store, &node).unwrap();
+    assert!(w.exists && w.kept);
+    let roots: Vec<(Node, String)> = w
+        .paths
+        .iter()
+        .map(|p| (p.steps[0].node.clone(), p.root.clone()))
+        .collect();
+    assert_eq!(
+        roots,
+        vec![
+            (i("ns", "a"), "image".to_owned()),
+            (i("ns", "b"), "image".to_owned()),
+            (l("ns", "pin"), "live lease".to_owned()),
+        ]
+    );
+    // image -> target manifest -> layer, by the manifest's label.
+    let a = &w.paths[0].steps;
+    assert_eq!(a.len(), 3);
+    assert_eq!(a[1].via.as_deref(), Some("target"));
+    assert_eq!(
+        a[2].via.as_deref(),
+        Some("containerd.io/gc.ref.content.l.0")
+    );
+    assert_eq!(a[2].node, node);
+    let pin = &w.paths[2].steps;
+    assert!(pin[0].expires.is_some(), "the lease's expiry is shown");
+    assert_eq!(pin[1].via.as_deref(), Some("lease"));
+}
+
+#[test]
+fn why_an_unreferenced_object_is_not_kept() {
+    let (f, _, only_b) = images();
+    f.store.images().delete(&scope("ns", None), "b").unwrap();
+    let w = why(&f.store, &c("ns", &only_b)).unwrap();
+    assert!(w.exists);
+    assert!(!w.kept);
+    assert!(w.paths.is_empty());
+}
+
+#[test]
+fn usage_by_image_splits_unique_and_shared_and_adds_up() {
+    let (f, _, _) = images();
+    let report = usage(&f.store, By::Image).unwrap();
+    let row = |o: &str| report.rows.iter().find(|r| r.owner == o).unwrap().clone();
+    let (a, b) = (row("ns/a"), row("ns/b"));
+    // a: its manifest (unique) + the shared layer; b: manifest, only_b, snapshot + shared.
+    assert_eq!(a.objects, 2);
+    assert_eq!(b.objects, 4);
+    assert_eq!(a.shared_bytes, b.shared_bytes);
+    assert!(a.shared_bytes > 0);
+    assert!(b.unique_bytes >= 64 << 10, "b's snapshot is b's alone");
+    let unique: u64 = report.rows.iter().map(|r| r.unique_bytes).sum();
+    assert_eq!(
+        unique + report.shared_bytes + report.unattributed_bytes + report.database_bytes,
+        report.total_bytes
+    );
+    // The same store by namespace: one owner, everything unique to it.
+    let by_ns = usage(&f.store, By::Namespace).unwrap();
+    assert_eq!(by_ns.rows.len(), 1);
+    assert_eq!(by_ns.shared_bytes, 0);
+    assert_eq!(by_ns.total_bytes, report.total_bytes);
+}
+
+#[test]
+fn compact_reports_sizes_and_needs_the_store_to_itself() {
+    let (
+        Fx {
+            store,
+            sn,
+            tmp: _tmp,
+        },
+        _,
+        _,
+    ) = images();
+    drop(sn);
+    let clone = store.clone();
+    assert!(clone.compact().is_err(), "another handle is alive");
+    let sizes = store.compact().unwrap();
+    assert!(sizes.after <= sizes.before);
+}
