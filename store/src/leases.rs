@@ -234,6 +234,29 @@ impl Leases<'_> {
         self.change_resource(namespace, id, resource, true)
     }
 
+    /// Adds several resources to a lease in one transaction (see [`Leases::add_resource`]):
+    /// either all are added or none.
+    ///
+    /// # Errors
+    /// Those of [`Leases::add_resource`], for the first resource that fails.
+    pub fn add_resources(&self, namespace: &str, id: &str, resources: &[Resource]) -> Result<()> {
+        let valid = resources
+            .iter()
+            .map(Resource::validated)
+            .collect::<Result<Vec<_>>>()?;
+        let txn = self.store.db().write()?;
+        require_lease(&txn, namespace, id)?;
+        {
+            let mut t = txn.open_table(LEASE_RESOURCES)?;
+            for r in &valid {
+                t.insert((namespace, id, r.kind.as_str(), r.id.as_str()), ())?;
+                touch_resource(&txn, namespace, &r.kind, &r.id);
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Removes a resource from a lease; a resource not in it is fine.
     ///
     /// # Errors

@@ -200,21 +200,9 @@ impl Job<'_> {
         self.scope.namespace()
     }
 
-    /// Whether `chain_id` is committed. The unpack's lease takes it *first*: a layer found
-    /// here is then built on, and a collection running meanwhile must keep it. (Taking it
-    /// is a write a running mark is told of; if a sweep removed it before, the stat below
-    /// finds it gone and the layer is applied again.)
+    /// Whether `chain_id` is committed (see [`Job::lease_chain`] for why a layer found here
+    /// cannot be collected before it is built on).
     fn exists(&self, chain_id: &Digest) -> Result<bool> {
-        if let Some(lease) = self.scope.lease() {
-            self.store.leases().add_resource(
-                self.ns(),
-                lease,
-                &Resource::new(
-                    format!("snapshots/{}", self.sn.name()),
-                    chain_id.to_string(),
-                ),
-            )?;
-        }
         match self.sn.stat(self.ns(), &chain_id.to_string()) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
@@ -222,7 +210,28 @@ impl Job<'_> {
         }
     }
 
+    /// The unpack's lease takes every chain ID of the image *before* looking for committed
+    /// ones: a layer found committed is then built on, and a garbage collection running
+    /// meanwhile must keep it. Taking it is a write a running mark is told of; if a sweep
+    /// removed it before, the lookup finds it gone and the layer is applied again.
+    fn lease_chain(&self) -> Result<()> {
+        let Some(lease) = self.scope.lease() else {
+            return Ok(());
+        };
+        let kind = format!("snapshots/{}", self.sn.name());
+        let resources: Vec<Resource> = self
+            .chain
+            .iter()
+            .map(|c| Resource::new(kind.clone(), c.to_string()))
+            .collect();
+        Ok(self
+            .store
+            .leases()
+            .add_resources(self.ns(), lease, &resources)?)
+    }
+
     fn run(&self) -> Result<Vec<UnpackedLayer>> {
+        self.lease_chain()?;
         // The layers above the highest chain ID already committed need applying.
         let first_missing = self.first_missing()?;
         // Unpacks of images sharing layers run at once (concurrent pulls): each chain ID is
