@@ -27,9 +27,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use strata_snapshotter::gc::{disk_usage, remove_tree, snapshot_records};
+use strata_snapshotter::gc::{disk_usage, remove_tree, snapshot_dirs};
 use strata_store::db::BLOBS;
-use strata_store::gcview::View;
+use strata_store::gcview;
 use strata_store::{Algorithm, Digest, Store, failpoint};
 
 use crate::error::Result;
@@ -87,8 +87,8 @@ impl Cleanup {
 
 /// What is on disk, listed before the records are read.
 struct Listing {
-    /// Blob files: digest string -> (path, bytes).
-    blobs: HashMap<String, (PathBuf, u64)>,
+    /// Blob files: digest string -> path.
+    blobs: HashMap<String, PathBuf>,
     /// Ingest directories: name -> path.
     ingests: Vec<(String, PathBuf)>,
     /// Snapshot directories: (snapshotter, name, path).
@@ -142,45 +142,52 @@ struct Orphans {
     snapshots: Vec<Orphan>,
 }
 
-/// Lists, then reads the records (the order the module docs rely on).
+/// Lists, then reads the records (the order the module docs rely on). Only what cleanup
+/// compares is read: blob keys, ingest records, and the id of each snapshot record.
 fn find(store: &Store, mounts: &[PathBuf]) -> Result<(Orphans, Vec<Missing>)> {
     let listing = list(store)?;
     let txn = store.db().read()?;
-    let view = View::new(&txn)?;
-    let snapshots = snapshot_records(&txn)?;
+    let blob_keys = gcview::blob_keys(&txn)?;
+    let ingest_records = gcview::ingests(&txn)?;
+    let snapshots = snapshot_dirs(&txn)?;
+    drop(txn);
     let layout = store.layout();
     let mut missing = Vec::new();
 
     // Blobs: a file is kept while any namespace records it or an ingest expects it (a shared
     // writer adopts the file at commit without re-sending its bytes).
-    let mut seen: HashSet<String> = view.blobs.iter().map(|b| b.digest.to_string()).collect();
-    for b in &view.blobs {
-        let key = b.digest.to_string();
-        if !listing.blobs.contains_key(&key) && !layout.blob(&b.digest).exists() {
+    let mut seen: HashSet<&str> = HashSet::with_capacity(blob_keys.len());
+    for (ns, digest) in &blob_keys {
+        seen.insert(digest);
+        // Not listed may mean committed after the listing: only a fresh look says missing.
+        if !listing.blobs.contains_key(digest)
+            && let Ok(d) = digest.parse::<Digest>()
+            && !layout.blob(&d).exists()
+        {
             missing.push(Missing {
-                object: format!("blob {}/{key}", b.ns),
-                path: layout.blob(&b.digest),
+                object: format!("blob {ns}/{digest}"),
+                path: layout.blob(&d),
             });
         }
     }
-    seen.extend(
-        view.ingests
-            .iter()
-            .filter_map(|i| i.expected.as_ref().map(Digest::to_string)),
-    );
+    let expected: Vec<String> = ingest_records
+        .iter()
+        .filter_map(|i| i.expected.as_ref().map(Digest::to_string))
+        .collect();
+    seen.extend(expected.iter().map(String::as_str));
     let mut blobs: Vec<Orphan> = listing
         .blobs
-        .into_iter()
-        .filter(|(d, _)| !seen.contains(d))
-        .map(|(_, (path, bytes))| Orphan {
+        .iter()
+        .filter(|(d, _)| !seen.contains(d.as_str()))
+        .map(|(_, path)| Orphan {
             kind: "blob",
-            path,
-            bytes,
+            bytes: allocated(path),
+            path: path.clone(),
         })
         .collect();
     blobs.sort();
 
-    let ingest_ids: HashSet<String> = view.ingests.iter().map(|i| i.id.to_string()).collect();
+    let ingest_ids: HashSet<String> = ingest_records.iter().map(|i| i.id.to_string()).collect();
     let mut ingests: Vec<Orphan> = listing
         .ingests
         .into_iter()
@@ -194,24 +201,32 @@ fn find(store: &Store, mounts: &[PathBuf]) -> Result<(Orphans, Vec<Missing>)> {
         .iter()
         .map(|(sn, name, _)| (sn.as_str(), name.as_str()))
         .collect();
-    let mut recorded: HashSet<(String, String)> = HashSet::new();
-    for s in &snapshots {
-        let name = s.id.to_string();
-        // Not listed may mean created after the listing: only a fresh look says missing.
-        let dir = store.snapshot_root(&s.snapshotter).join(&name);
-        if !listed.contains(&(s.snapshotter.as_str(), name.as_str())) && !dir.exists() {
-            missing.push(Missing {
-                object: format!("snapshot {}/{}/{}", s.ns, s.snapshotter, s.key),
-                path: dir,
-            });
+    // Recorded ids per snapshotter; a directory is recorded when its name is exactly one.
+    let mut recorded: HashMap<&str, HashSet<u64>> = HashMap::new();
+    for (ns, sn, key, id) in &snapshots {
+        let name = id.to_string();
+        if !listed.contains(&(sn.as_str(), name.as_str())) {
+            let dir = store.snapshot_root(sn).join(&name);
+            if !dir.exists() {
+                missing.push(Missing {
+                    object: format!("snapshot {ns}/{sn}/{key}"),
+                    path: dir,
+                });
+            }
         }
-        recorded.insert((s.snapshotter.clone(), name));
+        recorded.entry(sn.as_str()).or_default().insert(*id);
     }
     drop(listed);
+    let is_recorded = |sn: &str, name: &str| {
+        name.parse::<u64>().is_ok_and(|id| {
+            // Only the canonical spelling is a record's directory ("012" is not 12's).
+            id.to_string() == name && recorded.get(sn).is_some_and(|ids| ids.contains(&id))
+        })
+    };
     let mut snaps: Vec<(u64, Orphan)> = listing
         .snapshots
         .into_iter()
-        .filter(|(sn, name, _)| !recorded.contains(&(sn.clone(), name.clone())))
+        .filter(|(sn, name, _)| !is_recorded(sn, name))
         .map(|(_, name, path)| {
             (
                 dir_id(&name).unwrap_or(u64::MAX),
@@ -237,8 +252,7 @@ fn list(store: &Store) -> Result<Listing> {
     let mut blobs = HashMap::new();
     for alg in Algorithm::ALL {
         for (name, path) in entries(&layout.blob_dir(alg))? {
-            let bytes = allocated(&path);
-            blobs.insert(format!("{}:{name}", alg.name()), (path, bytes));
+            blobs.insert(format!("{}:{name}", alg.name()), path);
         }
     }
     let ingests = entries(&layout.ingest_root())?;
@@ -319,7 +333,7 @@ fn remove_blobs(store: &Store, orphans: Vec<Orphan>, report: &mut Cleanup) -> Re
     for batch in orphans.chunks(BLOB_BATCH) {
         let _files = store.blob_files_exclusive()?;
         let txn = store.db().read()?;
-        let view_ns = strata_store::gcview::namespace_names(&txn)?;
+        let view_ns = gcview::namespace_names(&txn)?;
         let blobs = txn.open_table(BLOBS).map_err(strata_store::Error::from)?;
         for o in batch {
             let Some(digest) = blob_digest(layout, &o.path) else {

@@ -12,15 +12,15 @@
 //!
 //! The transaction either commits every removal or none: a failure leaves every record.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 use std::time::{Duration, Instant};
 
-use strata_snapshotter::gc::{current_snapshot, remove_snapshot};
+use strata_snapshotter::gc::{current_snapshot, remove_snapshots};
 use strata_store::gcview::Current;
 use strata_store::{Store, failpoint};
 
 use crate::error::Result;
-use crate::mark::{Marked, Record, edges, expired, lease_edges, tricolor};
+use crate::mark::{Marked, Record, edges, expired, lease_edges, reach};
 use crate::node::{Kind, Node, Typed};
 
 /// What one sweep did.
@@ -39,22 +39,39 @@ pub(crate) struct Swept {
 /// # Errors
 /// Database errors and corrupt records; nothing is removed then.
 pub(crate) fn sweep(store: &Store, marked: &Marked) -> Result<Swept> {
+    // Everything that does not need the current records is computed before the lock.
+    let doomed = marked.unreachable();
     let txn = store.db().write()?;
     let started = Instant::now();
     let touched = store.db().take_touched()?;
     let cur = Current::new(&txn);
     let late = late_trace(&cur, &txn, marked, touched)?;
-    let mut removed = Vec::new();
-    let mut kept_late = 0;
-    for n in marked.unreachable() {
-        if late.contains(&n) {
-            kept_late += 1;
-            continue;
-        }
-        if remove(&cur, &txn, &n)? {
+    let (gone, kept): (Vec<Node>, Vec<Node>) = doomed.into_iter().partition(|n| !late.contains(n));
+    let kept_late = kept.len();
+    let mut removed = Vec::with_capacity(gone.len());
+    let (snapshots, others): (Vec<Node>, Vec<Node>) =
+        gone.into_iter().partition(|n| n.kind == Kind::Snapshot);
+    for n in others {
+        if remove(&cur, &n)? {
             removed.push(n);
         }
     }
+    let keys: Vec<(&str, &str, &str)> = snapshots
+        .iter()
+        .filter_map(|n| {
+            n.key
+                .split_once('/')
+                .map(|(sn, key)| (n.ns.as_str(), sn, key))
+        })
+        .collect();
+    let existed = remove_snapshots(&txn, &keys)?;
+    removed.extend(
+        snapshots
+            .into_iter()
+            .zip(existed)
+            .filter_map(|(n, e)| e.then_some(n)),
+    );
+    removed.sort();
     failpoint!("gc.sweep.before_commit");
     txn.commit()?;
     let hold = started.elapsed();
@@ -72,16 +89,16 @@ fn late_trace(
     cur: &Current<'_, '_>,
     txn: &strata_store::db::WriteTxn<'_>,
     marked: &Marked,
-    touched: HashSet<Node>,
+    touched: std::collections::HashSet<Node>,
 ) -> Result<HashSet<Node>> {
     // A touched node is expanded through its current record even if the mark expanded it:
     // its references may have changed. An untouched node the mark expanded normally has the
     // same references now, all of them already reachable.
     let roots: Vec<Typed<Node>> = touched.iter().cloned().map(Typed::normal).collect();
     if roots.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(HashSet::default());
     }
-    tricolor(roots, |t| {
+    reach(roots, |t| {
         if marked.expanded(&t.node) && !touched.contains(&t.node) {
             return Ok(Vec::new());
         }
@@ -160,19 +177,15 @@ fn current_refs(
     Ok(edges(t, &record, back))
 }
 
-/// Removes one record; whether it was still there.
-fn remove(cur: &Current<'_, '_>, txn: &strata_store::db::WriteTxn<'_>, n: &Node) -> Result<bool> {
+/// Removes one record other than a snapshot; whether it was still there.
+fn remove(cur: &Current<'_, '_>, n: &Node) -> Result<bool> {
     let ns = n.ns.as_str();
     Ok(match n.kind {
         Kind::Content => cur.remove_blob(ns, &n.key)?,
         Kind::Image => cur.remove_image(ns, &n.key)?,
         Kind::Lease => cur.remove_lease(ns, &n.key)?,
         Kind::Ingest => cur.remove_ingest(ns, &n.key)?.is_some(),
-        Kind::Snapshot => match n.key.split_once('/') {
-            Some((sn, key)) => remove_snapshot(txn, ns, sn, key)?.is_some(),
-            None => false,
-        },
-        // Containers are roots; never swept.
-        Kind::Container => false,
+        // Snapshots go in one batch; containers are roots, never swept.
+        Kind::Snapshot | Kind::Container => false,
     })
 }

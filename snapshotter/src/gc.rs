@@ -69,6 +69,23 @@ pub fn snapshot_records(txn: &redb::ReadTransaction) -> Result<Vec<SnapshotEntry
     Ok(out)
 }
 
+/// `(namespace, snapshotter, key, id)` of every snapshot record, decoding only the id (the
+/// record's first field): what cleanup compares the directories with.
+///
+/// # Errors
+/// Corrupt; database errors.
+pub fn snapshot_dirs(txn: &redb::ReadTransaction) -> Result<Vec<(String, String, String, u64)>> {
+    let table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
+    let mut out = Vec::new();
+    for item in table.iter().map_err(store_err)? {
+        let (k, v) = item.map_err(store_err)?;
+        let (ns, sn, key) = k.value();
+        let id: u64 = codec::decode_prefix("snapshots", &format!("{ns}/{sn}/{key}"), v.value())?;
+        out.push((ns.to_owned(), sn.to_owned(), key.to_owned(), id));
+    }
+    Ok(out)
+}
+
 /// One snapshot record as it is now in `txn`.
 ///
 /// # Errors
@@ -112,6 +129,33 @@ pub fn remove_snapshot(
             .map_err(store_err)?;
     }
     Ok(Some(e))
+}
+
+/// Removes many snapshot records (and their children-index rows) with each table opened
+/// once; for each key, whether it had a record. See [`remove_snapshot`].
+///
+/// # Errors
+/// Corrupt; database errors.
+pub fn remove_snapshots(txn: &WriteTxn<'_>, keys: &[(&str, &str, &str)]) -> Result<Vec<bool>> {
+    let mut table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
+    let mut children = txn.open_table(SNAPSHOT_CHILDREN).map_err(store_err)?;
+    let mut out = Vec::with_capacity(keys.len());
+    for &(ns, sn, key) in keys {
+        let removed = table.remove((ns, sn, key)).map_err(store_err)?;
+        let Some(bytes) = removed else {
+            out.push(false);
+            continue;
+        };
+        let e = entry(ns, sn, key, bytes.value())?;
+        drop(bytes);
+        if let Some(p) = &e.parent {
+            children
+                .remove((ns, sn, p.as_str(), key))
+                .map_err(store_err)?;
+        }
+        out.push(true);
+    }
+    Ok(out)
 }
 
 pub use crate::backend::fs::{disk_usage, remove_tree};

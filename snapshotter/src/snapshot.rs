@@ -72,7 +72,8 @@ impl Adaptor for Info {
 /// The stored record of one snapshot, keyed by (namespace, snapshotter, key).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SnapshotRecord {
-    /// Its directory: `snapshots/<snapshotter>/<id>`.
+    /// Its directory: `snapshots/<snapshotter>/<id>`. The first field: cleanup decodes it
+    /// alone (`gc::snapshot_dirs`).
     pub(crate) id: u64,
     pub(crate) kind: Kind,
     pub(crate) parent: Option<String>,

@@ -57,6 +57,31 @@ pub fn decode<T: DeserializeOwned>(
     }
 }
 
+/// Decodes only the leading fields of a record written by [`encode`] (`T` a prefix of the
+/// record's fields, e.g. its first field alone): for scans that need one field of every
+/// record and should not pay for the rest.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the version byte is unknown or the prefix does not decode.
+pub fn decode_prefix<T: DeserializeOwned>(
+    table: &'static str,
+    key: &dyn std::fmt::Display,
+    bytes: &[u8],
+) -> Result<T> {
+    let corrupt = |reason: String| Error::Corrupt {
+        table,
+        key: key.to_string(),
+        reason,
+    };
+    match bytes.split_first() {
+        None => Err(corrupt("empty value".into())),
+        Some((&FORMAT_VERSION, body)) => postcard::take_from_bytes(body)
+            .map(|(value, _)| value)
+            .map_err(|e| corrupt(format!("cannot decode: {e}"))),
+        Some((v, _)) => Err(corrupt(format!("unknown format version {v}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,6 +258,33 @@ fn container_entry(ns: String, id: String, c: Container) -> ContainerEntry {
     }
 }
 
+/// `(namespace, digest)` of every blob record, without decoding the records.
+///
+/// # Errors
+/// Database errors.
+pub fn blob_keys(txn: &redb::ReadTransaction) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for item in txn.open_table(BLOBS)?.iter()? {
+        let (k, _) = item?;
+        let (ns, digest) = k.value();
+        out.push((ns.to_owned(), digest.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Every ingest record.
+///
+/// # Errors
+/// Corrupt; database errors.
+pub fn ingests(txn: &redb::ReadTransaction) -> Result<Vec<IngestEntry>> {
+    Ok(
+        all::<IngestRecord>(&txn.open_table(INGESTS)?, INGESTS_TABLE)?
+            .into_iter()
+            .map(|(ns, reference, r)| ingest_entry(ns, reference, r))
+            .collect(),
+    )
+}
+
 /// The name of every namespace, in order.
 ///
 /// # Errors
