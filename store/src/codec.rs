@@ -126,4 +126,16 @@ mod tests {
         trailing.push(0);
         assert!(decode::<R>("t", &"k", &trailing).is_err());
     }
+
+    #[test]
+    fn a_prefix_decodes_the_leading_fields_only() {
+        let r = R {
+            a: 300,
+            b: "rest".into(),
+        };
+        let bytes = encode("t", &"k", &r).unwrap_or_default();
+        assert_eq!(decode_prefix::<u64>("t", &"k", &bytes).ok(), Some(300));
+        assert!(decode_prefix::<u32>("t", &"k", &[9, 1]).is_err());
+        assert!(decode_prefix::<u32>("t", &"k", &[]).is_err());
+    }
 }
