@@ -14,7 +14,8 @@
 # Environment: STRATA_BENCH_DIR (default /var/tmp; must be a real disk, not tmpfs), the
 # STRATA_BENCH_GC_* variables of tests/benches/gc.rs, and STRATA_BENCH_GC_LOG (default
 # <target>/bench-gc.log), where the machine, the command and the bench's whole output go.
-# Needs cargo and jq.
+# STRATA_BENCH_GC_BIN runs that already built bench executable instead of `cargo bench` (to keep
+# measuring one build while the sources change). Needs cargo and jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,10 +31,19 @@ if [[ "${1:-}" != "--report-only" ]]; then
         echo "kernel: $(uname -r)"
         echo "bench directory: $dir: $(findmnt -n -o SOURCE,FSTYPE,OPTIONS -T "$dir")"
         echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-        echo "command: cargo bench -p strata-tests --bench gc -- $*"
+        if [[ -n "${STRATA_BENCH_GC_BIN:-}" ]]; then
+            echo "command: $STRATA_BENCH_GC_BIN --bench $*"
+        else
+            echo "command: cargo bench -p strata-tests --bench gc -- $*"
+        fi
+        echo "code: $(git rev-parse --short HEAD) with $(git status --porcelain | wc -l) changed paths"
         env | grep '^STRATA_BENCH' | sed 's/^/env: /' || true
     } | tee "$log" >&2
-    cargo bench -p strata-tests --bench gc -- "$@" 2>&1 | tee -a "$log" >&2
+    if [[ -n "${STRATA_BENCH_GC_BIN:-}" ]]; then
+        CARGO_TARGET_DIR="$target" "$STRATA_BENCH_GC_BIN" --bench "$@" 2>&1 | tee -a "$log" >&2
+    else
+        cargo bench -p strata-tests --bench gc -- "$@" 2>&1 | tee -a "$log" >&2
+    fi
     echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$log" >&2
 fi
 
@@ -51,7 +61,7 @@ t() {
 }
 lines() { grep "^strata-bench-gc: $1 " "$log" || true; }
 
-grep -E '^(date|nproc|cpu|kernel|bench directory|load at|command|env):' "$log" | sed 's/^/    /'
+grep -E '^(date|nproc|cpu|kernel|bench directory|load at [a-z]+|command|code|env):' "$log" | sed 's/^/    /'
 echo
 
 echo "**collect/** (criterion; every set live, nothing to delete; phases over every collection run, warm-up included)"
