@@ -37,23 +37,15 @@ pub fn decode<T: DeserializeOwned>(
     key: &dyn std::fmt::Display,
     bytes: &[u8],
 ) -> Result<T> {
-    let corrupt = |reason: String| Error::Corrupt {
-        table,
-        key: key.to_string(),
-        reason,
-    };
-    match bytes.split_first() {
-        None => Err(corrupt("empty value".into())),
-        Some((&FORMAT_VERSION, body)) => {
-            let (value, rest) = postcard::take_from_bytes(body)
-                .map_err(|e| corrupt(format!("cannot decode: {e}")))?;
-            if rest.is_empty() {
-                Ok(value)
-            } else {
-                Err(corrupt(format!("{} trailing bytes", rest.len())))
-            }
-        }
-        Some((v, _)) => Err(corrupt(format!("unknown format version {v}"))),
+    let (value, rest) = take(table, key, bytes)?;
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(corrupt(
+            table,
+            key,
+            format!("{} trailing bytes", rest.len()),
+        ))
     }
 }
 
@@ -68,17 +60,29 @@ pub fn decode_prefix<T: DeserializeOwned>(
     key: &dyn std::fmt::Display,
     bytes: &[u8],
 ) -> Result<T> {
-    let corrupt = |reason: String| Error::Corrupt {
+    take(table, key, bytes).map(|(value, _)| value)
+}
+
+/// Checks the version byte and decodes a `T` from the front of the body; returns it and the
+/// bytes after it.
+fn take<'b, T: DeserializeOwned>(
+    table: &'static str,
+    key: &dyn std::fmt::Display,
+    bytes: &'b [u8],
+) -> Result<(T, &'b [u8])> {
+    match bytes.split_first() {
+        None => Err(corrupt(table, key, "empty value".into())),
+        Some((&FORMAT_VERSION, body)) => postcard::take_from_bytes(body)
+            .map_err(|e| corrupt(table, key, format!("cannot decode: {e}"))),
+        Some((v, _)) => Err(corrupt(table, key, format!("unknown format version {v}"))),
+    }
+}
+
+fn corrupt(table: &'static str, key: &dyn std::fmt::Display, reason: String) -> Error {
+    Error::Corrupt {
         table,
         key: key.to_string(),
         reason,
-    };
-    match bytes.split_first() {
-        None => Err(corrupt("empty value".into())),
-        Some((&FORMAT_VERSION, body)) => postcard::take_from_bytes(body)
-            .map(|(value, _)| value)
-            .map_err(|e| corrupt(format!("cannot decode: {e}"))),
-        Some((v, _)) => Err(corrupt(format!("unknown format version {v}"))),
     }
 }
 
