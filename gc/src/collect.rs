@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde::{Serialize, Serializer};
-use strata_snapshotter::gc::{disk_usage, snapshot_records};
+use strata_snapshotter::gc::{SnapshotEntry, disk_usage, snapshot_records};
 use strata_store::gcview::View;
 use strata_store::{Store, Timestamp};
 
@@ -71,7 +71,7 @@ pub fn collect_at(store: &Store, now: Timestamp) -> Result<Report> {
     let t = Instant::now();
     let marked = {
         let txn = store.db().read_tracked()?;
-        let marked = mark_in(&txn, started_at, now);
+        let marked = read_and_mark(&txn, started_at, now);
         if marked.is_err() {
             // Stop tracking: no sweep will take the set.
             let _ = store.db().take_touched();
@@ -162,10 +162,13 @@ pub fn dry_run(store: &Store) -> Result<Plan> {
 /// As [`dry_run`].
 pub fn dry_run_at(store: &Store, now: Timestamp) -> Result<Plan> {
     let _pass = store.maintenance()?;
-    let txn = store.db().read()?;
-    let marked = mark_in(&txn, Timestamp::now(), now)?;
-    let remove = price(store, &txn, &marked)?;
-    drop(txn);
+    let remove = {
+        let txn = store.db().read()?;
+        let view = View::new(&txn)?;
+        let snapshots = snapshot_records(&txn)?;
+        let marked = mark_in(&view, &snapshots, Timestamp::now(), now)?;
+        price(store, &view, &snapshots, &marked)
+    };
     let files = cleanup::reconcile(store, false)?;
     let unique_bytes = remove.iter().map(|d| d.unique_bytes).sum::<u64>() + files.bytes();
     let shared_bytes = remove.iter().map(|d| d.shared_bytes).sum();
@@ -179,23 +182,41 @@ pub fn dry_run_at(store: &Store, now: Timestamp) -> Result<Plan> {
 }
 
 /// The bytes each unreachable object's removal frees.
-fn price(store: &Store, txn: &redb::ReadTransaction, marked: &Marked) -> Result<Vec<Doomed>> {
+/// Reads the records of `txn` and marks them.
+fn read_and_mark(
+    txn: &redb::ReadTransaction,
+    started_at: Timestamp,
+    now: Timestamp,
+) -> Result<Marked> {
+    let view = View::new(txn)?;
+    let snapshots = snapshot_records(txn)?;
+    mark_in(&view, &snapshots, started_at, now)
+}
+
+/// The bytes each unreachable object's removal frees, from the records the mark read.
+fn price(
+    store: &Store,
+    view: &View<'_>,
+    records: &[SnapshotEntry],
+    marked: &Marked,
+) -> Vec<Doomed> {
     let doomed = marked.unreachable();
     let doomed_set: HashSet<&Node> = doomed.iter().collect();
-    let view = View::new(txn)?;
     // A blob file survives while any record not being removed names its digest.
     let mut surviving: HashSet<String> = HashSet::new();
-    let mut sizes = std::collections::HashMap::new();
     for b in &view.blobs {
         let key = b.digest.to_string();
-        let on_disk = std::fs::symlink_metadata(store.layout().blob(&b.digest))
-            .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(&m) * 512);
-        sizes.insert(key.clone(), on_disk);
         if !doomed_set.contains(&Node::new(Kind::Content, &b.ns, &key)) {
             surviving.insert(key);
         }
     }
-    let records = snapshot_records(txn)?;
+    // Allocated blocks, as cleanup counts what it frees; only doomed blobs are looked at.
+    let on_disk = |digest: &str| {
+        digest.parse::<strata_store::Digest>().map_or(0, |d| {
+            std::fs::symlink_metadata(store.layout().blob(&d))
+                .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        })
+    };
     let snapshots: std::collections::HashMap<Node, &strata_snapshotter::gc::SnapshotEntry> =
         records
             .iter()
@@ -206,8 +227,7 @@ fn price(store: &Store, txn: &redb::ReadTransaction, marked: &Marked) -> Result<
     for node in doomed {
         let (unique_bytes, shared_bytes) = match node.kind {
             Kind::Content => {
-                // Allocated blocks, as cleanup counts what it frees.
-                let size = sizes.get(&node.key).copied().unwrap_or(0);
+                let size = on_disk(&node.key);
                 if surviving.contains(&node.key) {
                     (0, size)
                 } else if counted.insert(node.key.clone()) {
@@ -234,5 +254,5 @@ fn price(store: &Store, txn: &redb::ReadTransaction, marked: &Marked) -> Result<
             shared_bytes,
         });
     }
-    Ok(out)
+    out
 }

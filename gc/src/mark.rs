@@ -122,18 +122,19 @@ where
 pub fn mark(store: &Store, now: Timestamp) -> Result<Marked> {
     let started_at = Timestamp::now();
     let txn = store.db().read()?;
-    mark_in(&txn, started_at, now)
+    let view = View::new(&txn)?;
+    let snapshots = snapshot_records(&txn)?;
+    mark_in(&view, &snapshots, started_at, now)
 }
 
-/// Marks what `txn` sees (see [`mark`]).
+/// Marks the records of one read transaction, already read (see [`mark`]).
 pub(crate) fn mark_in(
-    txn: &redb::ReadTransaction,
+    view: &View<'_>,
+    snapshots: &[SnapshotEntry],
     started_at: Timestamp,
     now: Timestamp,
 ) -> Result<Marked> {
-    let view = View::new(txn)?;
-    let snapshots = snapshot_records(txn)?;
-    let graph = Graph::build(&view, &snapshots, now);
+    let graph = Graph::build(view, snapshots, now);
     let seen = trace(graph.roots.clone(), |n| {
         Ok::<_, crate::Error>(graph.refs(n))
     })?;
@@ -157,7 +158,7 @@ pub(crate) fn mark_in(
         all,
         started_at,
         now,
-        next_expiry: next_expiry(&view, now),
+        next_expiry: next_expiry(view, now),
         back_refs: graph.back_refs,
         flat_only,
     })

@@ -35,7 +35,7 @@ use std::path::Path;
 use strata_store::bulk::{DEFAULT_PER_TRANSACTION, Loader as StoreLoader};
 use strata_store::db::{SNAPSHOT_CHILDREN, SNAPSHOTS, WriteTxn};
 use strata_store::object::Node;
-use strata_store::{InFlightId, Store, Timestamp, codec};
+use strata_store::{InFlightId, Store, codec};
 
 use crate::backend::{fs, fs_dir, work_dir};
 use crate::snapshot::{Kind, SnapshotRecord, Usage};
@@ -170,16 +170,7 @@ impl<'s> Loader<'s> {
             }),
             Kind::Active | Kind::View => None,
         };
-        let now = Timestamp::now();
-        let record = SnapshotRecord {
-            id,
-            kind,
-            parent: parent.map(str::to_owned),
-            labels,
-            created_at: now,
-            updated_at: now,
-            usage,
-        };
+        let record = SnapshotRecord::new(id, kind, parent.map(str::to_owned), labels, usage);
         let bytes = codec::encode("snapshots", &format!("{ns}/{snapshotter}/{key}"), &record)?;
         self.rows.push(Row {
             ns: ns.to_owned(),

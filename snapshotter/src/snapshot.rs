@@ -85,6 +85,26 @@ pub(crate) struct SnapshotRecord {
 }
 
 impl SnapshotRecord {
+    /// A record created now (created and updated times are the clock's).
+    pub(crate) fn new(
+        id: u64,
+        kind: Kind,
+        parent: Option<String>,
+        labels: BTreeMap<String, String>,
+        usage: Option<Usage>,
+    ) -> SnapshotRecord {
+        let now = Timestamp::now();
+        SnapshotRecord {
+            id,
+            kind,
+            parent,
+            labels,
+            created_at: now,
+            updated_at: now,
+            usage,
+        }
+    }
+
     pub(crate) fn info(&self, name: &str) -> Info {
         Info {
             name: name.to_owned(),

@@ -269,16 +269,7 @@ impl Snapshotter {
             return Err(e);
         }
         failpoint!("snapshot.prepare.after_rename");
-        let now = Timestamp::now();
-        let rec = SnapshotRecord {
-            id,
-            kind,
-            parent: parent.map(str::to_owned),
-            labels,
-            created_at: now,
-            updated_at: now,
-            usage: None,
-        };
+        let rec = SnapshotRecord::new(id, kind, parent.map(str::to_owned), labels, None);
         let published = self.insert_new(scope, key, &rec);
         if let Err(e) = published {
             // The record never committed: the directory is ours alone to remove.
@@ -431,16 +422,8 @@ impl Snapshotter {
                 }
             }
             let parent = rebase.map(str::to_owned).or_else(|| rec.parent.clone());
-            let now = Timestamp::now();
-            let committed = SnapshotRecord {
-                id: rec.id,
-                kind: Kind::Committed,
-                parent: parent.clone(),
-                labels,
-                created_at: now,
-                updated_at: now,
-                usage: Some(usage),
-            };
+            let committed =
+                SnapshotRecord::new(rec.id, Kind::Committed, parent.clone(), labels, Some(usage));
             table.remove((ns, self.name, key)).map_err(store_err)?;
             put(&txn, &mut table, ns, self.name, name, &committed)?;
             let mut children = txn.open_table(SNAPSHOT_CHILDREN).map_err(store_err)?;

@@ -167,6 +167,15 @@ fn seed(store: &Store) -> Seeded {
 }
 
 /// Every record (as text) and every file of the store: blobs, ingests, snapshot directories.
+/// Seeds a store at `root` and closes it; returns the seed and the listing of records and
+/// files, for a child process to work on next.
+fn seed_closed(root: &std::path::Path) -> (Seeded, (BTreeSet<String>, BTreeSet<PathBuf>)) {
+    let store = Store::open(root, small_options()).expect("open");
+    let seeded = seed(&store);
+    let before = listing(&store);
+    (seeded, before)
+}
+
 fn listing(store: &Store) -> (BTreeSet<String>, BTreeSet<PathBuf>) {
     let sn = Snapshotter::native(store).expect("native");
     let mut records = BTreeSet::new();
@@ -350,12 +359,7 @@ fn gc_crash_at(
     (BTreeSet<String>, BTreeSet<PathBuf>),
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (seeded, before) = {
-        let store = Store::open(dir.path(), small_options()).expect("open");
-        let seeded = seed(&store);
-        let before = listing(&store);
-        (seeded, before)
-    };
+    let (seeded, before) = seed_closed(dir.path());
     let out = run_child(failpoint, "kill", dir.path());
     assert_eq!(
         out.status.signal(),
@@ -459,12 +463,7 @@ fn kill_during_cleanup_leaves_only_orphan_files_which_the_next_collection_remove
 #[test]
 fn a_failed_sweep_removes_nothing_and_the_next_collection_succeeds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (seeded, before) = {
-        let store = Store::open(dir.path(), small_options()).expect("open");
-        let seeded = seed(&store);
-        let before = listing(&store);
-        (seeded, before)
-    };
+    let (seeded, before) = seed_closed(dir.path());
     let out = run_child("gc.sweep.before_commit", "return", dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
