@@ -5,13 +5,12 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde::{Serialize, Serializer};
-use strata_snapshotter::gc::{SnapshotEntry, disk_usage, snapshot_records};
-use strata_store::gcview::View;
+use strata_snapshotter::gc::{disk_usage, read_snapshot};
 use strata_store::{Store, Timestamp};
 
 use crate::cleanup::{self, Cleanup};
 use crate::error::Result;
-use crate::mark::{Marked, mark_in};
+use crate::mark::{Marked, mark_txn};
 use crate::node::{Kind, Node};
 use crate::sweep::sweep;
 
@@ -67,45 +66,66 @@ pub fn collect(store: &Store) -> Result<Report> {
 /// As [`collect`].
 pub fn collect_at(store: &Store, now: Timestamp) -> Result<Report> {
     let _pass = store.maintenance()?;
-    let started_at = Timestamp::now();
-    let t = Instant::now();
-    let marked = {
-        let txn = store.db().read_tracked()?;
-        let marked = read_and_mark(&txn, started_at, now);
-        if marked.is_err() {
-            // Stop tracking: no sweep will take the set.
-            let _ = store.db().take_touched();
-        }
-        marked?
-    };
-    let mark = t.elapsed();
-    let swept = match sweep(store, &marked) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = store.db().take_touched();
-            return Err(e);
-        }
-    };
-    let t = Instant::now();
-    // The sweep has committed: a cleanup that cannot even list a directory is reported with
-    // the sweep's result, and the next collection retries it.
-    let files = cleanup::reconcile(store, true).unwrap_or_else(|e| cleanup::Cleanup {
-        failed: vec![cleanup::Failure {
-            path: store.layout().root().to_owned(),
-            error: e.to_string(),
-        }],
-        ..cleanup::Cleanup::default()
-    });
-    let cleanup = t.elapsed();
-    Ok(Report {
-        started_at,
-        mark,
-        sweep: swept.hold,
-        cleanup,
-        removed: swept.removed,
-        kept_late: swept.kept_late,
-        files,
-        next_expiry: marked.next_expiry,
+    std::thread::scope(|scope| {
+        // Cleanup's listing of the directories needs no record, so it runs on another core
+        // while the mark reads the records; cleanup reads its records after the sweep.
+        let listing = scope.spawn(|| cleanup::begin(store));
+        let started_at = Timestamp::now();
+        let t = Instant::now();
+        let marked = {
+            let txn = store.db().read_tracked()?;
+            let marked = mark_txn(&txn, started_at, now);
+            if marked.is_err() {
+                // Stop tracking: no sweep will take the set.
+                let _ = store.db().take_touched();
+            }
+            marked?
+        };
+        let mark = t.elapsed();
+        let t = Instant::now();
+        let listing = joined(listing);
+        let waited = t.elapsed();
+        let swept = match sweep(store, &marked) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = store.db().take_touched();
+                return Err(e);
+            }
+        };
+        let t = Instant::now();
+        // The sweep has committed: a cleanup that cannot even list a directory is reported
+        // with the sweep's result, and the next collection retries it.
+        let files = listing
+            .and_then(|l| cleanup::finish(store, l, true))
+            .unwrap_or_else(|e| cleanup::Cleanup {
+                failed: vec![cleanup::Failure {
+                    path: store.layout().root().to_owned(),
+                    error: e.to_string(),
+                }],
+                ..cleanup::Cleanup::default()
+            });
+        let cleanup = waited + t.elapsed();
+        Ok(Report {
+            started_at,
+            mark,
+            sweep: swept.hold,
+            cleanup,
+            removed: swept.removed,
+            kept_late: swept.kept_late,
+            files,
+            next_expiry: marked.next_expiry,
+        })
+    })
+}
+
+/// The result of a thread running [`cleanup::begin`]; a panic there is an error here.
+fn joined<'s>(
+    handle: std::thread::ScopedJoinHandle<'_, Result<cleanup::Listing<'s>>>,
+) -> Result<cleanup::Listing<'s>> {
+    handle.join().unwrap_or_else(|_| {
+        Err(crate::Error::Graph(
+            "the directory listing thread panicked".into(),
+        ))
     })
 }
 
@@ -162,14 +182,16 @@ pub fn dry_run(store: &Store) -> Result<Plan> {
 /// As [`dry_run`].
 pub fn dry_run_at(store: &Store, now: Timestamp) -> Result<Plan> {
     let _pass = store.maintenance()?;
-    let remove = {
-        let txn = store.db().read()?;
-        let view = View::new(&txn)?;
-        let snapshots = snapshot_records(&txn)?;
-        let marked = mark_in(&view, &snapshots, Timestamp::now(), now)?;
-        price(store, &view, &snapshots, &marked)
-    };
-    let files = cleanup::reconcile(store, false)?;
+    let (remove, files) = std::thread::scope(|scope| {
+        let listing = scope.spawn(|| cleanup::begin(store));
+        let remove = {
+            let txn = store.db().read()?;
+            let marked = mark_txn(&txn, Timestamp::now(), now)?;
+            price(store, &txn, &marked)?
+        };
+        let files = cleanup::finish(store, joined(listing)?, false)?;
+        Ok::<_, crate::Error>((remove, files))
+    })?;
     let unique_bytes = remove.iter().map(|d| d.unique_bytes).sum::<u64>() + files.bytes();
     let shared_bytes = remove.iter().map(|d| d.shared_bytes).sum();
     Ok(Plan {
@@ -181,35 +203,18 @@ pub fn dry_run_at(store: &Store, now: Timestamp) -> Result<Plan> {
     })
 }
 
-/// The bytes each unreachable object's removal frees.
-/// Reads the records of `txn` and marks them.
-fn read_and_mark(
-    txn: &redb::ReadTransaction,
-    started_at: Timestamp,
-    now: Timestamp,
-) -> Result<Marked> {
-    let view = View::new(txn)?;
-    let snapshots = snapshot_records(txn)?;
-    mark_in(&view, &snapshots, started_at, now)
-}
-
 /// The bytes each unreachable object's removal frees, from the records the mark read.
-fn price(
-    store: &Store,
-    view: &View<'_>,
-    records: &[SnapshotEntry],
-    marked: &Marked,
-) -> Vec<Doomed> {
-    let doomed = marked.unreachable();
-    let doomed_set: HashSet<&Node> = doomed.iter().collect();
-    // A blob file survives while any record not being removed names its digest.
-    let mut surviving: HashSet<String> = HashSet::new();
-    for b in &view.blobs {
-        let key = b.digest.to_string();
-        if !doomed_set.contains(&Node::new(Kind::Content, &b.ns, &key)) {
-            surviving.insert(key);
-        }
-    }
+fn price(store: &Store, txn: &redb::ReadTransaction, marked: &Marked) -> Result<Vec<Doomed>> {
+    let graph = &marked.graph;
+    // A blob file survives while any namespace's record of its digest is kept.
+    let kept_anywhere = |digest: &str| {
+        graph.nodes.namespaces().any(|ns| {
+            graph
+                .nodes
+                .lookup(Kind::Content, ns, digest)
+                .is_some_and(|id| graph.nodes.exists(id) && marked.state[id as usize] != 0)
+        })
+    };
     // Allocated blocks, as cleanup counts what it frees; only doomed blobs are looked at.
     let on_disk = |digest: &str| {
         digest.parse::<strata_store::Digest>().map_or(0, |d| {
@@ -217,18 +222,13 @@ fn price(
                 .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
         })
     };
-    let snapshots: std::collections::HashMap<Node, &strata_snapshotter::gc::SnapshotEntry> =
-        records
-            .iter()
-            .map(|s| (Node::snapshot(&s.ns, &s.snapshotter, &s.key), s))
-            .collect();
     let mut counted: HashSet<String> = HashSet::new();
-    let mut out = Vec::with_capacity(doomed.len());
-    for node in doomed {
+    let mut out = Vec::new();
+    for node in marked.unreachable() {
         let (unique_bytes, shared_bytes) = match node.kind {
             Kind::Content => {
                 let size = on_disk(&node.key);
-                if surviving.contains(&node.key) {
+                if kept_anywhere(&node.key) {
                     (0, size)
                 } else if counted.insert(node.key.clone()) {
                     (size, 0)
@@ -238,7 +238,11 @@ fn price(
                 }
             }
             Kind::Snapshot => {
-                let bytes = snapshots.get(&node).map_or(0, |s| {
+                let record = match node.key.split_once('/') {
+                    Some((sn, key)) => read_snapshot(txn, &node.ns, sn, key)?,
+                    None => None,
+                };
+                let bytes = record.map_or(0, |s| {
                     s.size.unwrap_or_else(|| {
                         disk_usage(&store.snapshot_root(&s.snapshotter).join(s.id.to_string()))
                             .map_or(0, |u| u.size)
@@ -254,5 +258,5 @@ fn price(
             shared_bytes,
         });
     }
-    out
+    Ok(out)
 }

@@ -13,4 +13,7 @@ pub enum Error {
     /// An error reading snapshot records.
     #[error(transparent)]
     Snapshotter(#[from] strata_snapshotter::Error),
+    /// The store holds more objects than the collector's graph can index.
+    #[error("cannot build the collection graph: {0}")]
+    Graph(String),
 }

@@ -15,6 +15,8 @@ pub mod cleanup;
 mod collect;
 mod error;
 pub mod fsck;
+mod graph;
+mod listing;
 pub mod mark;
 pub mod node;
 pub mod scheduler;

@@ -3,15 +3,17 @@
 
 // Fx hashing: the graph holds a node per record (a million at 100 000 sets), and SipHash
 // showed up in profiles; nothing here is keyed by untrusted input an attacker could collide.
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashSet as HashSet;
 use std::hash::Hash;
 
-use strata_snapshotter::gc::{SnapshotEntry, snapshot_records};
-use strata_store::gcview::View;
 use strata_store::{Store, Timestamp};
 
 use crate::error::Result;
+use crate::graph::{self, Graph, Id};
 use crate::node::{Kind, Node, Typed};
+
+/// Prefix of every label the collector reads.
+pub(crate) const LABEL_PREFIX: &str = "containerd.io/gc.";
 
 /// Label prefix making content or a snapshot a root (value not parsed).
 pub const LABEL_ROOT: &str = "containerd.io/gc.root";
@@ -28,45 +30,96 @@ pub const LABEL_COND_SNAPSHOT: &str = "containerd.io/gc.cond.snapshot";
 /// The `usedat` value of a snapshot, RFC 3339.
 pub const LABEL_USEDAT: &str = "containerd.io/gc.cond.value-usedat";
 
-/// The result of a mark.
-#[derive(Debug, Clone)]
+/// The result of a mark: the graph of one read transaction and what the roots reach.
 pub struct Marked {
-    /// Every node reachable from a root (flat variants masked to their plain node).
-    pub reachable: HashSet<Node>,
-    /// Every collectible object: leases, snapshots, ingests, blobs, images, sorted.
-    pub all: Vec<Node>,
+    pub(crate) graph: Graph,
+    /// Per id: [`graph::NORMAL`] and/or [`graph::FLAT`] when reached that way.
+    pub(crate) state: Vec<u8>,
     /// When the mark began (before its read transaction was opened).
     pub started_at: Timestamp,
     /// The clock the mark judged expiry and conditions by.
     pub now: Timestamp,
-    /// Edges the labels of *other* objects add (back references, conditional references
-    /// that held), by referrer: what the sweep's final trace follows besides a record's own.
-    pub back_refs: HashMap<Node, Vec<Node>>,
-    /// Reachable nodes reached only flat (their label references were not followed).
-    pub flat_only: HashSet<Node>,
     /// The earliest expiry still ahead of `now` (a lease's or image's `gc.expire`, an
     /// unleased ingest's): when a collection would next find something new to remove
     /// without any write.
     pub next_expiry: Option<Timestamp>,
 }
 
+impl std::fmt::Debug for Marked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Marked")
+            .field("objects", &self.graph.nodes.len())
+            .field("reached", &self.state.iter().filter(|s| **s != 0).count())
+            .field("started_at", &self.started_at)
+            .field("now", &self.now)
+            .field("next_expiry", &self.next_expiry)
+            .finish()
+    }
+}
+
 impl Marked {
-    /// Whether the mark followed every reference of `n` (reached it, and not only flat).
-    pub fn expanded(&self, n: &Node) -> bool {
-        self.reachable.contains(n) && !self.flat_only.contains(n)
+    fn state_of(&self, n: &Node) -> u8 {
+        self.graph
+            .nodes
+            .get(n)
+            .map_or(0, |id| self.state[id as usize])
     }
 
-    /// What a sweep would remove: every node of `all` not reachable, sorted.
+    /// Whether a root reaches `n` (normally or flat).
+    pub fn is_reachable(&self, n: &Node) -> bool {
+        self.state_of(n) != 0
+    }
+
+    /// Whether the mark followed every reference of `n` (reached it, and not only flat).
+    pub fn expanded(&self, n: &Node) -> bool {
+        self.state_of(n) & graph::NORMAL != 0
+    }
+
+    /// Every object a root reaches (containers included), sorted.
+    pub fn reachable(&self) -> Vec<Node> {
+        self.select(|g, id, s| s != 0 && g.nodes.exists(id))
+    }
+
+    /// Every collectible object (leases, snapshots, ingests, blobs, images: containers are
+    /// never collected), sorted.
+    pub fn all(&self) -> Vec<Node> {
+        self.select(|g, id, _| collectible(g, id))
+    }
+
+    /// What a sweep would remove: every collectible object no root reaches, sorted.
     pub fn unreachable(&self) -> Vec<Node> {
+        self.select(|g, id, s| s == 0 && collectible(g, id))
+    }
+
+    fn select(&self, keep: impl Fn(&Graph, Id, u8) -> bool) -> Vec<Node> {
         let mut out: Vec<Node> = self
-            .all
-            .iter()
-            .filter(|n| !self.reachable.contains(*n))
-            .cloned()
+            .graph
+            .nodes
+            .ids()
+            .filter(|&id| keep(&self.graph, id, self.state[id as usize]))
+            .map(|id| self.graph.nodes.node(id))
             .collect();
         out.sort();
         out
     }
+
+    /// The edges the labels of *other* objects add from `n` (back references, conditional
+    /// references that held): what the sweep's final trace follows besides `n`'s own record.
+    pub(crate) fn back_refs(&self, n: &Node) -> Vec<Node> {
+        let Some(id) = self.graph.nodes.get(n) else {
+            return Vec::new();
+        };
+        self.graph
+            .edges(id)
+            .iter()
+            .filter(|e| matches!(e.via, Via::BackRef(_) | Via::Cond(_)))
+            .map(|e| self.graph.nodes.node(e.to))
+            .collect()
+    }
+}
+
+fn collectible(g: &Graph, id: Id) -> bool {
+    g.nodes.exists(id) && g.nodes.kind(id) != Kind::Container
 }
 
 /// containerd's `Tricolor`: depth-first from `roots`, calling `refs` once per distinct typed
@@ -122,268 +175,65 @@ where
 pub fn mark(store: &Store, now: Timestamp) -> Result<Marked> {
     let started_at = Timestamp::now();
     let txn = store.db().read()?;
-    let view = View::new(&txn)?;
-    let snapshots = snapshot_records(&txn)?;
-    mark_in(&view, &snapshots, started_at, now)
+    mark_txn(&txn, started_at, now)
 }
 
-/// Marks the records of one read transaction, already read (see [`mark`]).
-pub(crate) fn mark_in(
-    view: &View<'_>,
-    snapshots: &[SnapshotEntry],
+/// Marks the records of one read transaction (see [`mark`]).
+pub(crate) fn mark_txn(
+    txn: &redb::ReadTransaction,
     started_at: Timestamp,
     now: Timestamp,
 ) -> Result<Marked> {
-    let graph = Graph::build(view, snapshots, now);
-    let seen = trace(graph.roots.clone(), |n| {
-        Ok::<_, crate::Error>(graph.refs(n))
-    })?;
-    let mut reachable = HashSet::with_capacity_and_hasher(seen.len(), Default::default());
-    let mut flat = Vec::new();
-    for t in seen {
-        if t.flat {
-            flat.push(t.node);
-        } else {
-            reachable.insert(t.node);
-        }
-    }
-    let flat_only: HashSet<Node> = flat
-        .into_iter()
-        .filter(|n| !reachable.contains(n))
-        .collect();
-    reachable.extend(flat_only.iter().cloned());
-    let all = graph.all();
+    let graph = Graph::read(txn, now)?;
+    let mut state = vec![0u8; graph.nodes.len()];
+    graph.walk(graph.root_starts(), &mut state, |_, _| {});
     Ok(Marked {
-        reachable,
-        all,
+        next_expiry: graph.next_expiry,
+        graph,
+        state,
         started_at,
         now,
-        next_expiry: next_expiry(view, now),
-        back_refs: graph.back_refs,
-        flat_only,
     })
 }
 
 pub(crate) type Labels = std::collections::BTreeMap<String, String>;
 
-/// The in-memory graph of one view.
-pub(crate) struct Graph<'v> {
-    /// Labels of every labelled object (content, snapshots, images, containers).
-    pub(crate) labels: HashMap<Node, &'v Labels>,
-    /// Objects without labels to follow: leases and ingests.
-    pub(crate) others: HashSet<Node>,
-    /// Image -> target digest.
-    pub(crate) image_targets: HashMap<Node, String>,
-    /// Snapshot -> parent snapshot node.
-    pub(crate) parents: HashMap<Node, Node>,
-    /// Ingest -> expected content node.
-    pub(crate) expected: HashMap<Node, Node>,
-    /// Container -> its snapshot node.
-    pub(crate) container_snapshot: HashMap<Node, Node>,
-    /// Every lease's labels (leases are not in `labels`: their labels reference nothing).
-    pub(crate) lease_labels: HashMap<Node, &'v Labels>,
-    /// Live lease -> what it holds (flat for a flat lease; ingests always normal).
-    pub(crate) lease_resources: HashMap<Node, Vec<Typed<Node>>>,
-    /// Extra edges: back-refs and conditional refs that hold.
-    pub(crate) back_refs: HashMap<Node, Vec<Node>>,
-    pub(crate) roots: Vec<Typed<Node>>,
+/// How a reference is followed (containerd's `references`, per edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// The type's own reference: a snapshot's parent, an image's target, an ingest's
+    /// expected blob, a container's snapshot.
+    Own,
+    /// A live lease holds it; `flat` for a flat lease (ingests never are).
+    Lease { flat: bool },
+    /// A `gc.ref.*` label of the referrer (index of the label key).
+    Label(u32),
+    /// A `gc.bref.*` label of the *target* naming the referrer.
+    BackRef(u32),
+    /// A `gc.cond.snapshot*` label of the referrer whose condition held.
+    Cond(u32),
 }
 
-impl<'v> Graph<'v> {
-    pub(crate) fn build(
-        view: &'v View<'_>,
-        snapshots: &'v [SnapshotEntry],
-        now: Timestamp,
-    ) -> Graph<'v> {
-        let mut g = Graph {
-            lease_resources: HashMap::default(),
-            lease_labels: HashMap::default(),
-            labels: HashMap::default(),
-            others: HashSet::default(),
-            image_targets: HashMap::default(),
-            parents: HashMap::default(),
-            expected: HashMap::default(),
-            container_snapshot: HashMap::default(),
-            back_refs: HashMap::default(),
-            roots: Vec::new(),
-        };
-        // Every object first, so roots and edges can be checked for existence.
-        for b in &view.blobs {
-            g.labels.insert(
-                Node::new(Kind::Content, &b.ns, b.digest.to_string()),
-                &b.labels,
-            );
-        }
-        for s in snapshots {
-            let n = Node::snapshot(&s.ns, &s.snapshotter, &s.key);
-            if let Some(p) = &s.parent {
-                g.parents
-                    .insert(n.clone(), Node::snapshot(&s.ns, &s.snapshotter, p));
-            }
-            g.labels.insert(n, &s.labels);
-        }
-        for i in &view.images {
-            let n = Node::new(Kind::Image, &i.ns, &i.name);
-            g.image_targets.insert(n.clone(), i.target.to_string());
-            g.labels.insert(n, &i.labels);
-        }
-        for c in &view.containers {
-            let n = Node::new(Kind::Container, &c.ns, &c.id);
-            if !c.snapshotter.is_empty() && !c.snapshot_key.is_empty() {
-                g.container_snapshot.insert(
-                    n.clone(),
-                    Node::snapshot(&c.ns, &c.snapshotter, &c.snapshot_key),
-                );
-            }
-            g.labels.insert(n, &c.labels);
-        }
-        for i in &view.ingests {
-            let n = Node::new(Kind::Ingest, &i.ns, &i.reference);
-            if let Some(d) = &i.expected {
-                g.expected
-                    .insert(n.clone(), Node::new(Kind::Content, &i.ns, d.to_string()));
-            }
-            g.others.insert(n);
-        }
-        for l in &view.leases {
-            let n = Node::new(Kind::Lease, &l.ns, &l.id);
-            g.lease_labels.insert(n.clone(), &l.labels);
-            g.others.insert(n);
-        }
-
-        // Roots, in containerd's scan order.
-        let mut roots: Vec<Typed<Node>> = Vec::new();
-        let mut conditional: Vec<(Node, &'v Labels)> = Vec::new();
-        let mut brefs: Vec<(Node, &'v Labels)> = Vec::new();
-        // 1. Live leases; what they hold are their edges (containerd emits those as roots
-        // directly: the reachable set is the same, and `why` can name the lease).
-        for l in &view.leases {
-            if expired(&l.labels, now) {
-                continue;
-            }
-            let n = Node::new(Kind::Lease, &l.ns, &l.id);
-            roots.push(Typed::normal(n.clone()));
-            g.lease_resources
-                .insert(n, lease_edges(&l.ns, &l.labels, &l.resources));
-        }
-        // 2. Images unless expired; expired ones record their back-refs.
-        for i in &view.images {
-            let n = Node::new(Kind::Image, &i.ns, &i.name);
-            if expired(&i.labels, now) {
-                brefs.push((n.clone(), &i.labels));
-            } else {
-                roots.push(Typed::normal(n.clone()));
-            }
-            conditional.push((n, &i.labels));
-        }
-        // 3. Ingests whose expiry is not before now.
-        for i in &view.ingests {
-            if i.expires_at.is_some_and(|e| e >= now) {
-                roots.push(Typed::normal(Node::new(Kind::Ingest, &i.ns, &i.reference)));
-            }
-        }
-        // 4. Content with a gc.root label.
-        for b in &view.blobs {
-            let n = Node::new(Kind::Content, &b.ns, b.digest.to_string());
-            if has_root_label(&b.labels) {
-                roots.push(Typed::normal(n.clone()));
-            }
-            brefs.push((n.clone(), &b.labels));
-            conditional.push((n, &b.labels));
-        }
-        // 5. Every container.
-        for c in &view.containers {
-            let n = Node::new(Kind::Container, &c.ns, &c.id);
-            roots.push(Typed::normal(n.clone()));
-            brefs.push((n, &c.labels));
-        }
-        // 6. Snapshots with a gc.root label; their usedat values.
-        let mut usedat: HashMap<Node, Timestamp> = HashMap::default();
-        for s in snapshots {
-            let n = Node::snapshot(&s.ns, &s.snapshotter, &s.key);
-            if has_root_label(&s.labels) {
-                roots.push(Typed::normal(n.clone()));
-            }
-            if let Some(t) = s
-                .labels
-                .get(LABEL_USEDAT)
-                .and_then(|v| Timestamp::parse_rfc3339(v))
-            {
-                usedat.insert(n.clone(), t);
-            }
-            brefs.push((n, &s.labels));
-        }
-
-        for (object, labels) in brefs {
-            for (k, v) in labels {
-                if let Some(referrer) = back_ref(&object.ns, k, v) {
-                    g.back_refs
-                        .entry(referrer)
-                        .or_default()
-                        .push(object.clone());
-                }
-            }
-        }
-        // Conditional references that hold become edges referrer -> snapshot.
-        for (referrer, labels) in conditional {
-            for (k, v) in labels {
-                let Some((target, holds)) = cond_ref(&referrer.ns, k, v, &usedat, now) else {
-                    continue;
-                };
-                if holds {
-                    g.back_refs
-                        .entry(referrer.clone())
-                        .or_default()
-                        .push(target);
-                }
-            }
-        }
-        g.roots = roots.into_iter().filter(|r| g.exists(&r.node)).collect();
-        g
-    }
-
-    pub(crate) fn exists(&self, n: &Node) -> bool {
-        self.labels.contains_key(n) || self.others.contains(n)
-    }
-
-    /// Every collectible object (containers are never collected), sorted.
-    pub(crate) fn all(&self) -> Vec<Node> {
-        // Unsorted: sorting a million nodes costs more than the rest; callers sort what
-        // they print.
-        self.labels
-            .keys()
-            .chain(self.others.iter())
-            .filter(|n| n.kind != Kind::Container)
-            .cloned()
-            .collect()
-    }
-
-    /// containerd's `references`: back-refs, then the type's own edges; dead edges dropped.
-    pub(crate) fn refs(&self, t: &Typed<Node>) -> Vec<Typed<Node>> {
-        let n = &t.node;
-        let own = match n.kind {
-            Kind::Snapshot => self.parents.get(n).cloned(),
-            Kind::Image => self
-                .image_targets
-                .get(n)
-                .map(|d| Node::new(Kind::Content, &n.ns, d)),
-            Kind::Ingest => self.expected.get(n).cloned(),
-            Kind::Container => self.container_snapshot.get(n).cloned(),
-            Kind::Content | Kind::Lease => None,
-        };
-        let record = Record {
-            own,
-            labels: self.labels.get(n).copied(),
-            lease: self.lease_resources.get(n).map(Vec::as_slice),
-        };
-        let back = self.back_refs.get(n).map(Vec::as_slice);
-        let mut out = edges(t, &record, back);
-        out.retain(|r| self.exists(&r.node));
-        out
+/// Whether a node of `kind` reached `flat` follows a reference `via`: `Some(flat)` of the
+/// target when it does, `None` when not. The one statement of containerd's flat rules:
+/// - a flat node keeps only its own reference (a snapshot its parent, an image its target),
+///   which is flat in turn; every other own reference leads to a normal node;
+/// - label references, back references and conditional references are followed from normal
+///   content, snapshots and images only, and from containers (never flat); leases and
+///   ingests have none.
+pub(crate) fn follow(kind: Kind, flat: bool, via: Via) -> Option<bool> {
+    match via {
+        Via::Own => Some(flat && matches!(kind, Kind::Snapshot | Kind::Image)),
+        Via::Lease { flat } => Some(flat),
+        Via::Label(_) | Via::BackRef(_) | Via::Cond(_) => match kind {
+            Kind::Content | Kind::Snapshot | Kind::Image => (!flat).then_some(false),
+            Kind::Container => Some(false),
+            Kind::Ingest | Kind::Lease => None,
+        },
     }
 }
 
-/// What one record contributes to its node's edges.
+/// What one record contributes to its node's edges (the sweep's trace of current records).
 pub(crate) struct Record<'a> {
     /// The type's own edge: a snapshot's parent, an image's target, an ingest's expected
     /// blob, a container's snapshot.
@@ -394,44 +244,28 @@ pub(crate) struct Record<'a> {
     pub(crate) lease: Option<&'a [Typed<Node>]>,
 }
 
-/// containerd's `references` for one node given its record and the back-edges other labels
-/// add: back-refs first, then the own edge (flat keeps the flag), then label refs (not for
-/// flat nodes, ingests or leases). Existence is the caller's to check.
-pub(crate) fn edges(
-    t: &Typed<Node>,
-    record: &Record<'_>,
-    back: Option<&[Node]>,
-) -> Vec<Typed<Node>> {
+/// The edges of `t` given its current record and the back-edges other labels add, by
+/// [`follow`]. Existence is the caller's to check.
+pub(crate) fn edges(t: &Typed<Node>, record: &Record<'_>, back: &[Node]) -> Vec<Typed<Node>> {
     let n = &t.node;
     let mut out: Vec<Typed<Node>> = Vec::new();
-    if !t.flat
-        && let Some(back) = back
-    {
-        out.extend(back.iter().cloned().map(Typed::normal));
+    let mut add = |node: Node, via: Via| {
+        if let Some(flat) = follow(n.kind, t.flat, via) {
+            out.push(Typed { node, flat });
+        }
+    };
+    for b in back {
+        add(b.clone(), Via::BackRef(0));
     }
     if let Some(own) = &record.own {
-        let flat = match n.kind {
-            Kind::Snapshot | Kind::Image => t.flat,
-            _ => false,
-        };
-        out.push(Typed {
-            node: own.clone(),
-            flat,
-        });
+        add(own.clone(), Via::Own);
     }
-    if let Some(held) = record.lease {
-        out.extend(held.iter().cloned());
+    for held in record.lease.unwrap_or_default() {
+        add(held.node.clone(), Via::Lease { flat: held.flat });
     }
-    let follow_labels = match n.kind {
-        Kind::Content | Kind::Snapshot | Kind::Image => !t.flat,
-        Kind::Container => true,
-        Kind::Ingest | Kind::Lease => false,
-    };
-    if follow_labels && let Some(labels) = record.labels {
-        for (k, v) in labels {
-            if let Some(target) = label_ref(&n.ns, k, v) {
-                out.push(Typed::normal(target));
-            }
+    for (k, v) in record.labels.into_iter().flatten() {
+        if let Some(target) = ref_target(k, v) {
+            add(target.node(&n.ns), Via::Label(0));
         }
     }
     out
@@ -446,27 +280,12 @@ pub(crate) fn lease_edges(
     let flat = labels.contains_key(LABEL_FLAT);
     resources
         .iter()
-        .filter_map(|(kind, id)| Node::of_lease_resource(ns, kind, id))
-        .map(|node| {
-            let flat = flat && node.kind != Kind::Ingest;
-            Typed { node, flat }
+        .filter_map(|(kind, id)| lease_resource_target(kind, id))
+        .map(|t| Typed {
+            flat: flat && t.kind != Kind::Ingest,
+            node: t.node(ns),
         })
         .collect()
-}
-
-/// The earliest lease or image `gc.expire`, or unleased ingest expiry, after `now`.
-fn next_expiry(view: &View<'_>, now: Timestamp) -> Option<Timestamp> {
-    let label = |l: &Labels| {
-        l.get(LABEL_EXPIRE)
-            .and_then(|v| Timestamp::parse_rfc3339(v))
-    };
-    view.leases
-        .iter()
-        .filter_map(|l| label(&l.labels))
-        .chain(view.images.iter().filter_map(|i| label(&i.labels)))
-        .chain(view.ingests.iter().filter_map(|i| i.expires_at))
-        .filter(|t| *t >= now)
-        .min()
 }
 
 pub(crate) fn expired(labels: &Labels, now: Timestamp) -> bool {
@@ -474,10 +293,6 @@ pub(crate) fn expired(labels: &Labels, now: Timestamp) -> bool {
         .get(LABEL_EXPIRE)
         .and_then(|v| Timestamp::parse_rfc3339(v))
         .is_some_and(|t| t < now)
-}
-
-fn has_root_label(labels: &Labels) -> bool {
-    labels.keys().any(|k| k.starts_with(LABEL_ROOT))
 }
 
 /// `name` alone, or `name` followed by `.` or `/` and anything.
@@ -496,62 +311,117 @@ fn snapshotter_of(rest: &str) -> Option<&str> {
     (!sn.is_empty()).then_some(sn)
 }
 
+/// An object a label or lease resource names, borrowed from it (in the namespace of the
+/// record that names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Target<'a> {
+    pub(crate) kind: Kind,
+    /// For a snapshot, its snapshotter (the node's key is `<snapshotter>/<key>`).
+    pub(crate) snapshotter: Option<&'a str>,
+    pub(crate) key: &'a str,
+}
+
+impl Target<'_> {
+    fn plain(kind: Kind, key: &str) -> Target<'_> {
+        Target {
+            kind,
+            snapshotter: None,
+            key,
+        }
+    }
+
+    fn snapshot<'a>(snapshotter: &'a str, key: &'a str) -> Target<'a> {
+        Target {
+            kind: Kind::Snapshot,
+            snapshotter: Some(snapshotter),
+            key,
+        }
+    }
+
+    /// The node in namespace `ns`.
+    pub(crate) fn node(&self, ns: &str) -> Node {
+        match self.snapshotter {
+            Some(sn) => Node::snapshot(ns, sn, self.key),
+            None => Node::new(self.kind, ns, self.key),
+        }
+    }
+}
+
 /// Target of a `containerd.io/gc.ref.*` label.
-pub fn label_ref(ns: &str, key: &str, value: &str) -> Option<Node> {
+pub(crate) fn ref_target<'a>(key: &'a str, value: &'a str) -> Option<Target<'a>> {
     let rest = key.strip_prefix(LABEL_REF)?;
     if value.is_empty() {
         return None;
     }
     if named(rest, "content") {
-        Some(Node::new(Kind::Content, ns, value))
+        Some(Target::plain(Kind::Content, value))
     } else if let Some(sn) = snapshotter_of(rest) {
-        Some(Node::snapshot(ns, sn, value))
+        Some(Target::snapshot(sn, value))
     } else if named(rest, "image") {
-        Some(Node::new(Kind::Image, ns, value))
+        Some(Target::plain(Kind::Image, value))
     } else {
         None
     }
 }
 
-/// The referrer named by a `containerd.io/gc.bref.*` label.
-pub fn back_ref(ns: &str, key: &str, value: &str) -> Option<Node> {
+/// The referrer a `containerd.io/gc.bref.*` label names.
+pub(crate) fn back_ref_target<'a>(key: &'a str, value: &'a str) -> Option<Target<'a>> {
     let rest = key.strip_prefix(LABEL_BREF)?;
     if value.is_empty() {
         return None;
     }
     if named(rest, "content") {
-        Some(Node::new(Kind::Content, ns, value))
+        Some(Target::plain(Kind::Content, value))
     } else if named(rest, "container") {
-        Some(Node::new(Kind::Container, ns, value))
+        Some(Target::plain(Kind::Container, value))
     } else if named(rest, "image") {
-        Some(Node::new(Kind::Image, ns, value))
+        Some(Target::plain(Kind::Image, value))
     } else {
-        snapshotter_of(rest).map(|sn| Node::snapshot(ns, sn, value))
+        snapshotter_of(rest).map(|sn| Target::snapshot(sn, value))
     }
 }
 
-/// A `containerd.io/gc.cond.snapshot[.|/]<sn>[/x]` label: its target snapshot and whether
-/// its condition holds. `None` when the label is not one, or the target has no usedat value.
-fn cond_ref(
-    ns: &str,
-    key: &str,
-    value: &str,
-    usedat: &HashMap<Node, Timestamp>,
-    now: Timestamp,
-) -> Option<(Node, bool)> {
+/// The object a lease resource row `(type, id)` names: `content`, `ingests`, `images` or
+/// `snapshots/<snapshotter>`; `None` for a type the collector does not know.
+pub(crate) fn lease_resource_target<'a>(kind: &'a str, id: &'a str) -> Option<Target<'a>> {
+    match kind.split_once('/') {
+        None if kind == "content" => Some(Target::plain(Kind::Content, id)),
+        None if kind == "ingests" => Some(Target::plain(Kind::Ingest, id)),
+        None if kind == "images" => Some(Target::plain(Kind::Image, id)),
+        Some(("snapshots", sn)) if !sn.is_empty() => Some(Target::snapshot(sn, id)),
+        _ => None,
+    }
+}
+
+/// Target of a `containerd.io/gc.ref.*` label in namespace `ns`.
+pub fn label_ref(ns: &str, key: &str, value: &str) -> Option<Node> {
+    ref_target(key, value).map(|t| t.node(ns))
+}
+
+/// The referrer named by a `containerd.io/gc.bref.*` label in namespace `ns`.
+pub fn back_ref(ns: &str, key: &str, value: &str) -> Option<Node> {
+    back_ref_target(key, value).map(|t| t.node(ns))
+}
+
+/// A `containerd.io/gc.cond.snapshot[.|/]<sn>[/x]` label with value `<conditions>|<key>`:
+/// `(snapshotter, key, conditions)`, or `None` when the label is not one.
+pub(crate) fn conditional<'a>(key: &'a str, value: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
     let rest = key.strip_prefix(LABEL_COND_SNAPSHOT)?;
     let rest = rest.strip_prefix('.').or_else(|| rest.strip_prefix('/'))?;
     let sn = rest.split_once('/').map_or(rest, |(s, _)| s);
     if sn.is_empty() {
         return None;
     }
-    let (conds, skey) = value.split_once('|')?;
-    let target = Node::snapshot(ns, sn, skey);
-    let used = *usedat.get(&target)?;
+    let (conditions, skey) = value.split_once('|')?;
+    Some((sn, skey, conditions))
+}
+
+/// Whether any of the comma-separated `conditions` (`usedat<d`, `usedat>d`, Go durations)
+/// holds for a snapshot last used at `used`, judged at `now`.
+pub(crate) fn condition_holds(conditions: &str, used: Timestamp, now: Timestamp) -> bool {
     let age = i128::from(now.0) - i128::from(used.0);
-    let holds = conds.split(',').any(|c| {
-        let c = c.trim();
-        let Some(rest) = c.strip_prefix("usedat") else {
+    conditions.split(',').any(|c| {
+        let Some(rest) = c.trim().strip_prefix("usedat") else {
             return false;
         };
         if let Some(d) = rest.strip_prefix('<').and_then(parse_go_duration) {
@@ -561,8 +431,7 @@ fn cond_ref(
         } else {
             false
         }
-    });
-    Some((target, holds))
+    })
 }
 
 /// Go's `time.ParseDuration` (`1h30m`, `1.5h`, `-2m`, `300ms`, `0`), in nanoseconds.
@@ -659,10 +528,24 @@ mod tests {
         );
     }
 
+    /// The target of a conditional label and whether it holds, given usedat values.
+    fn cond_ref(
+        ns: &str,
+        key: &str,
+        value: &str,
+        usedat: &std::collections::HashMap<Node, Timestamp>,
+        now: Timestamp,
+    ) -> Option<(Node, bool)> {
+        let (sn, skey, conditions) = conditional(key, value)?;
+        let target = Node::snapshot(ns, sn, skey);
+        let used = *usedat.get(&target)?;
+        Some((target, condition_holds(conditions, used, now)))
+    }
+
     #[test]
     fn conditions() {
         let now = Timestamp(10 * 3_600_000_000_000);
-        let mut used = HashMap::default();
+        let mut used = std::collections::HashMap::new();
         used.insert(
             Node::snapshot("n", "s", "k"),
             Timestamp(9 * 3_600_000_000_000),

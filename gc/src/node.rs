@@ -6,7 +6,7 @@ pub use strata_store::object::{Kind, Node};
 /// A node as the traversal sees it: containerd's flat variants (`type | 0x20`) are the same
 /// node with `flat` set. Flat and non-flat are expanded separately; the reachable set masks
 /// the flag away (it holds plain [`Node`]s).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Typed<T> {
     /// The node.
     pub node: T,

@@ -114,7 +114,7 @@ fn current_refs(
 ) -> Result<Vec<Typed<Node>>> {
     let n = &t.node;
     let ns = n.ns.as_str();
-    let back = marked.back_refs.get(n).map(Vec::as_slice);
+    let back = marked.back_refs(n);
     let lease_held;
     let (own, labels, lease) = match n.kind {
         Kind::Content => match cur.blob(ns, &n.key)? {
@@ -174,7 +174,7 @@ fn current_refs(
         labels: labels.as_ref(),
         lease,
     };
-    Ok(edges(t, &record, back))
+    Ok(edges(t, &record, &back))
 }
 
 /// Removes one record other than a snapshot; whether it was still there.

@@ -24,8 +24,8 @@ use strata_store::gcview::View;
 use strata_store::{Store, Timestamp};
 
 use crate::error::Result;
-use crate::mark::{Graph, tricolor};
-use crate::node::{Kind, Node, Typed};
+use crate::graph::{Graph, Id};
+use crate::node::{Kind, Node};
 
 /// What to account usage by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -156,25 +156,32 @@ pub fn usage(store: &Store, by: By) -> Result<UsageReport> {
             owners.extend(per);
         }
         By::Image | By::Lease => {
-            let graph = Graph::build(&view, &snapshots, Timestamp::now());
-            let starts: Vec<Node> = match by {
-                By::Image => view
-                    .images
-                    .iter()
-                    .map(|i| Node::new(Kind::Image, &i.ns, &i.name))
-                    .collect(),
-                _ => view
-                    .leases
-                    .iter()
-                    .map(|l| Node::new(Kind::Lease, &l.ns, &l.id))
-                    .collect(),
+            let graph = Graph::read(&txn, Timestamp::now())?;
+            let kind = match by {
+                By::Image => Kind::Image,
+                _ => Kind::Lease,
             };
+            let mut state = vec![0u8; graph.nodes.len()];
+            let mut reached: Vec<Id> = Vec::new();
+            let starts = graph
+                .nodes
+                .ids()
+                .filter(|&id| graph.nodes.exists(id) && graph.nodes.kind(id) == kind);
             for start in starts {
-                let name = format!("{}/{}", start.ns, start.key);
-                let reached = tricolor(vec![Typed::normal(start)], |n| {
-                    Ok::<_, crate::Error>(graph.refs(n))
-                })?;
-                let items: HashSet<Item> = reached.iter().filter_map(item_of).collect();
+                let name = format!("{}/{}", graph.nodes.ns(start), graph.nodes.key(start));
+                graph.walk([(start, false)], &mut state, |id, _| reached.push(id));
+                let mut items = HashSet::new();
+                for id in reached.drain(..) {
+                    // Reset for the next owner: only what this walk set.
+                    state[id as usize] = 0;
+                    if matches!(
+                        graph.nodes.kind(id),
+                        Kind::Content | Kind::Snapshot | Kind::Ingest
+                    ) && let Some(item) = item_of(&graph.nodes.node(id))
+                    {
+                        items.insert(item);
+                    }
+                }
                 owners.push((name, items));
             }
         }

@@ -5,15 +5,18 @@
 //! shortest path root → … → object, each step saying which reference it follows (a label,
 //! a parent, an image target, a lease) and, for leases and images, when they expire.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{VecDeque, hash_map};
 
 use serde::Serialize;
 use strata_snapshotter::gc::snapshot_records;
 use strata_store::gcview::View;
 use strata_store::{Digest, Store, Timestamp};
 
+use rustc_hash::FxHashMap;
+
 use crate::error::Result;
-use crate::mark::{Graph, LABEL_EXPIRE, LABEL_ROOT, label_ref, tricolor};
+use crate::graph::{Graph, Id, Root, bit};
+use crate::mark::Via;
 use crate::node::{Kind, Node, Typed};
 
 /// Most paths reported for one object (one per root).
@@ -70,77 +73,98 @@ pub fn why(store: &Store, object: &Node) -> Result<Why> {
 /// As [`why`].
 pub fn why_at(store: &Store, object: &Node, now: Timestamp) -> Result<Why> {
     let txn = store.db().read()?;
-    let view = View::new(&txn)?;
-    let snapshots = snapshot_records(&txn)?;
-    let graph = Graph::build(&view, &snapshots, now);
-    let exists = graph.exists(object);
+    let graph = Graph::read(&txn, now)?;
+    let Some(target) = graph.nodes.get(object).filter(|&id| graph.nodes.exists(id)) else {
+        return Ok(Why {
+            object: object.clone(),
+            exists: false,
+            kept: false,
+            paths: Vec::new(),
+        });
+    };
+    let mut state = vec![0u8; graph.nodes.len()];
+    graph.walk(graph.root_starts(), &mut state, |_, _| {});
+    let kept = state[target as usize] != 0;
 
-    // Forward trace from every root, recording each typed node's referrers.
-    let mut referrers: HashMap<Typed<Node>, Vec<Typed<Node>>> = HashMap::new();
-    let reachable = tricolor(graph.roots.clone(), |n| {
-        let out = graph.refs(n);
-        for m in &out {
-            referrers.entry(m.clone()).or_default().push(n.clone());
-        }
-        Ok::<_, crate::Error>(out)
-    })?;
-    let kept = reachable.contains(object);
-    let roots: HashSet<&Typed<Node>> = graph.roots.iter().collect();
-
-    // Backward breadth-first search: `toward[n]` is n's next step toward the object.
-    let mut toward: HashMap<Typed<Node>, Option<Typed<Node>>> = HashMap::new();
-    let mut queue = VecDeque::new();
-    for flat in [false, true] {
-        let t = Typed {
-            node: object.clone(),
-            flat,
-        };
-        if referrers.contains_key(&t) || roots.contains(&t) {
-            toward.insert(t.clone(), None);
-            queue.push_back(t);
-        }
-    }
-    let mut found: Vec<Typed<Node>> = Vec::new();
-    while let Some(n) = queue.pop_front() {
-        if roots.contains(&n) {
-            found.push(n.clone());
-        }
-        for r in referrers.get(&n).into_iter().flatten() {
-            if !toward.contains_key(r) {
-                toward.insert(r.clone(), Some(n.clone()));
-                queue.push_back(r.clone());
+    // Who references each typed node the roots reach, and by which reference.
+    let mut referrers: FxHashMap<Typed<Id>, Vec<(Typed<Id>, Via)>> = FxHashMap::default();
+    for id in graph.nodes.ids() {
+        for flat in [false, true] {
+            if state[id as usize] & bit(flat) == 0 {
+                continue;
+            }
+            for e in graph.edges(id) {
+                if let Some(to_flat) = graph.step(id, flat, e)
+                    && state[e.to as usize] & bit(to_flat) != 0
+                {
+                    referrers
+                        .entry(Typed {
+                            node: e.to,
+                            flat: to_flat,
+                        })
+                        .or_default()
+                        .push((Typed { node: id, flat }, e.via));
+                }
             }
         }
     }
-    found.sort_by(|a, b| a.node.cmp(&b.node));
-    found.dedup();
+    let roots: FxHashMap<Id, Root> = graph.roots.iter().rev().copied().collect();
+
+    // Backward breadth-first search: `toward[n]` is n's next step toward the object and the
+    // reference that leads there.
+    let mut toward: FxHashMap<Typed<Id>, Option<(Typed<Id>, Via)>> = FxHashMap::default();
+    let mut queue = VecDeque::new();
+    for flat in [false, true] {
+        if state[target as usize] & bit(flat) != 0 {
+            let t = Typed { node: target, flat };
+            toward.insert(t, None);
+            queue.push_back(t);
+        }
+    }
+    let mut found: Vec<Typed<Id>> = Vec::new();
+    while let Some(n) = queue.pop_front() {
+        if !n.flat && roots.contains_key(&n.node) {
+            found.push(n);
+        }
+        for &(r, via) in referrers.get(&n).into_iter().flatten() {
+            if let hash_map::Entry::Vacant(slot) = toward.entry(r) {
+                slot.insert(Some((n, via)));
+                queue.push_back(r);
+            }
+        }
+    }
+    found.sort_by_cached_key(|t| graph.nodes.node(t.node));
 
     let paths = found
         .into_iter()
         .take(MAX_PATHS)
         .map(|root| {
             let mut steps = Vec::new();
-            let mut prev: Option<Typed<Node>> = None;
-            let mut cur = Some(root.clone());
-            while let Some(n) = cur {
+            let mut cur = Some((root, None));
+            while let Some((n, via)) = cur {
                 steps.push(Step {
-                    node: n.node.clone(),
+                    node: graph.nodes.node(n.node),
                     flat: n.flat,
-                    via: prev.as_ref().map(|p| edge_reason(&graph, &p.node, &n.node)),
-                    expires: expiry(&graph, &n.node),
+                    via,
+                    expires: graph.expires.get(&n.node).map(|e| e.to_string()),
                 });
-                cur = toward.get(&n).cloned().flatten();
-                prev = Some(n);
+                cur = toward
+                    .get(&n)
+                    .copied()
+                    .flatten()
+                    .map(|(next, via)| (next, Some(via_reason(&graph, n.node, via))));
             }
             WhyPath {
-                root: root_reason(&graph, &root.node),
+                root: roots
+                    .get(&root.node)
+                    .map_or_else(String::new, |r| root_reason(&graph, *r)),
                 steps,
             }
         })
         .collect();
     Ok(Why {
         object: object.clone(),
-        exists,
+        exists: true,
         kept,
         paths,
     })
@@ -197,75 +221,31 @@ pub fn resolve(store: &Store, ns: Option<&str>, text: &str) -> Result<Vec<Node>>
     Ok(out)
 }
 
-fn expiry(graph: &Graph<'_>, n: &Node) -> Option<String> {
-    match n.kind {
-        Kind::Lease => graph
-            .lease_labels
-            .get(n)
-            .and_then(|l| l.get(LABEL_EXPIRE).cloned()),
-        Kind::Image => graph
-            .labels
-            .get(n)
-            .and_then(|l| l.get(LABEL_EXPIRE).cloned()),
-        _ => None,
+fn root_reason(graph: &Graph, root: Root) -> String {
+    match root {
+        Root::Lease => "live lease".into(),
+        Root::Image => "image".into(),
+        Root::Container => "container".into(),
+        Root::Ingest => "unexpired ingest".into(),
+        Root::Label(label) => format!("{} label", graph.label(label)),
     }
 }
 
-fn root_reason(graph: &Graph<'_>, n: &Node) -> String {
-    match n.kind {
-        Kind::Lease => "live lease".into(),
-        Kind::Image => "image".into(),
-        Kind::Container => "container".into(),
-        Kind::Ingest => "unexpired ingest".into(),
-        Kind::Content | Kind::Snapshot => {
-            let label = graph
-                .labels
-                .get(n)
-                .and_then(|l| l.keys().find(|k| k.starts_with(LABEL_ROOT)).cloned());
-            format!("{} label", label.unwrap_or_else(|| LABEL_ROOT.into()))
+/// How `from` references the next step by `via`.
+fn via_reason(graph: &Graph, from: Id, via: Via) -> String {
+    match via {
+        Via::Own => match graph.nodes.kind(from) {
+            Kind::Snapshot => "parent",
+            Kind::Image => "target",
+            Kind::Ingest => "expected",
+            Kind::Container => "snapshot",
+            // Content and leases have no own reference.
+            Kind::Content | Kind::Lease => "reference",
         }
+        .into(),
+        Via::Lease { .. } => "lease".into(),
+        Via::Label(label) => graph.label(label).into(),
+        Via::BackRef(label) => format!("back reference {}", graph.label(label)),
+        Via::Cond(label) => format!("conditional reference {}", graph.label(label)),
     }
-}
-
-/// How `from` references `to`.
-fn edge_reason(graph: &Graph<'_>, from: &Node, to: &Node) -> String {
-    if graph
-        .lease_resources
-        .get(from)
-        .is_some_and(|held| held.iter().any(|t| &t.node == to))
-    {
-        return "lease".into();
-    }
-    if graph.parents.get(from) == Some(to) {
-        return "parent".into();
-    }
-    if from.kind == Kind::Image
-        && graph
-            .image_targets
-            .get(from)
-            .is_some_and(|d| to.kind == Kind::Content && &to.key == d)
-    {
-        return "target".into();
-    }
-    if graph.expected.get(from) == Some(to) {
-        return "expected".into();
-    }
-    if graph.container_snapshot.get(from) == Some(to) {
-        return "snapshot".into();
-    }
-    if let Some(labels) = graph.labels.get(from)
-        && let Some((k, _)) = labels
-            .iter()
-            .find(|(k, v)| label_ref(&from.ns, k, v).as_ref() == Some(to))
-    {
-        return k.clone();
-    }
-    if let Some(labels) = graph.labels.get(to)
-        && let Some((k, _)) = labels
-            .iter()
-            .find(|(k, v)| crate::mark::back_ref(&to.ns, k, v).as_ref() == Some(from))
-    {
-        return format!("back reference {k}");
-    }
-    "conditional reference".into()
 }

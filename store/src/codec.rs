@@ -4,8 +4,8 @@
 //! Tables therefore store `&[u8]` and every read decodes here, turning damage into
 //! [`Error::Corrupt`] that names the table and key.
 
+use serde::Deserialize;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
@@ -28,14 +28,15 @@ pub fn encode<T: Serialize>(
     Ok(out)
 }
 
-/// Decodes a record written by [`encode`].
+/// Decodes a record written by [`encode`]. `T` may borrow strings from `bytes` (the
+/// collector's scans decode records in place, without copying them).
 ///
 /// # Errors
 /// [`Error::Corrupt`] when the version byte is unknown or the bytes do not decode.
-pub fn decode<T: DeserializeOwned>(
+pub fn decode<'b, T: Deserialize<'b>>(
     table: &'static str,
     key: &dyn std::fmt::Display,
-    bytes: &[u8],
+    bytes: &'b [u8],
 ) -> Result<T> {
     let (value, rest) = take(table, key, bytes)?;
     if rest.is_empty() {
@@ -55,17 +56,17 @@ pub fn decode<T: DeserializeOwned>(
 ///
 /// # Errors
 /// [`Error::Corrupt`] when the version byte is unknown or the prefix does not decode.
-pub fn decode_prefix<T: DeserializeOwned>(
+pub fn decode_prefix<'b, T: Deserialize<'b>>(
     table: &'static str,
     key: &dyn std::fmt::Display,
-    bytes: &[u8],
+    bytes: &'b [u8],
 ) -> Result<T> {
     take(table, key, bytes).map(|(value, _)| value)
 }
 
 /// Checks the version byte and decodes a `T` from the front of the body; returns it and the
 /// bytes after it.
-fn take<'b, T: DeserializeOwned>(
+fn take<'b, T: Deserialize<'b>>(
     table: &'static str,
     key: &dyn std::fmt::Display,
     bytes: &'b [u8],

@@ -87,6 +87,21 @@ impl FromStr for Digest {
     /// [`Error::InvalidArgument`] naming the input for an unknown algorithm, a wrong length or
     /// a character outside lowercase hex.
     fn from_str(s: &str) -> Result<Digest> {
+        let (algorithm, hex) = Digest::check(s)?;
+        Ok(Digest {
+            algorithm,
+            hex: hex.to_owned(),
+        })
+    }
+}
+
+impl Digest {
+    /// Checks that `s` is a digest as [`FromStr`] parses it, without allocating; returns its
+    /// algorithm and hex part.
+    ///
+    /// # Errors
+    /// As [`FromStr`].
+    pub fn check(s: &str) -> Result<(Algorithm, &str)> {
         let invalid = |why: &str| Error::InvalidArgument(format!("invalid digest {s:?}: {why}"));
         let (alg, hex) = s
             .split_once(':')
@@ -109,10 +124,7 @@ impl FromStr for Digest {
         {
             return Err(invalid("not lowercase hex"));
         }
-        Ok(Digest {
-            algorithm,
-            hex: hex.to_owned(),
-        })
+        Ok((algorithm, hex))
     }
 }
 

@@ -258,18 +258,19 @@ fn container_entry(ns: String, id: String, c: Container) -> ContainerEntry {
     }
 }
 
-/// `(namespace, digest)` of every blob record, without decoding the records.
+/// Calls `f(namespace, digest)` with the key of every blob record of `txn`, in key order,
+/// without decoding the records; the digest is the key as stored, not validated. The names
+/// are borrowed from the database page: nothing is allocated per record.
 ///
 /// # Errors
 /// Database errors.
-pub fn blob_keys(txn: &redb::ReadTransaction) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
+pub fn blob_keys(txn: &redb::ReadTransaction, mut f: impl FnMut(&str, &str)) -> Result<()> {
     for item in txn.open_table(BLOBS)?.iter()? {
         let (k, _) = item?;
         let (ns, digest) = k.value();
-        out.push((ns.to_owned(), digest.to_owned()));
+        f(ns, digest);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Every ingest record.

@@ -39,6 +39,7 @@ mod error;
 pub mod failpoint;
 pub mod filters;
 mod fsutil;
+pub mod gcscan;
 pub mod gcview;
 pub mod identifiers;
 pub mod images;

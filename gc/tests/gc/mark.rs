@@ -22,7 +22,7 @@ fn set(nodes: impl IntoIterator<Item = Node>) -> BTreeSet<Node> {
 }
 
 fn reachable(m: &Marked) -> BTreeSet<Node> {
-    m.reachable.iter().cloned().collect()
+    m.reachable().into_iter().collect()
 }
 
 /// Asserts exact kept (reachable) and removed (unreachable) sets, and that they partition
@@ -33,7 +33,7 @@ fn check(m: &Marked, kept: BTreeSet<Node>, removed: BTreeSet<Node>) {
     let mut u = m.unreachable();
     u.dedup();
     assert_eq!(u, m.unreachable(), "sorted, no duplicates");
-    let everything: BTreeSet<Node> = m.all.iter().cloned().collect();
+    let everything: BTreeSet<Node> = m.all().into_iter().collect();
     let expect: BTreeSet<Node> = kept
         .iter()
         .filter(|n| n.kind != Kind::Container)
@@ -74,7 +74,7 @@ fn tricolor_expands_flat_and_normal_separately_and_masks_flat() {
     let mut expanded = Vec::new();
     let roots = vec![Typed::normal(3), Typed::flat(1)];
     let got = tricolor(roots, |n: &Typed<u8>| {
-        expanded.push(n.clone());
+        expanded.push(*n);
         Ok::<_, ()>(match (n.node, n.flat) {
             (1, false) => vec![Typed::normal(2)],
             (3, _) => vec![Typed::normal(1)],
@@ -217,7 +217,7 @@ fn roots() {
         Timestamp::now().plus(std::time::Duration::from_secs(48 * 3600)),
     )
     .unwrap();
-    assert!(!later.reachable.contains(&g("ns3", "future")));
+    assert!(!later.is_reachable(&g("ns3", "future")));
     assert!(later.unreachable().contains(&g("ns3", "future")));
 }
 
@@ -549,8 +549,8 @@ fn flat_lease() {
     // Reached normally elsewhere too: then its refs are followed.
     f.container(ns, "c", Some("s8"), &[]);
     let m = f.mark();
-    assert!(m.reachable.contains(&c(ns, &r10)));
-    assert!(!m.reachable.contains(&c(ns, &r11)));
+    assert!(m.is_reachable(&c(ns, &r10)));
+    assert!(!m.is_reachable(&c(ns, &r11)));
 }
 
 /// containerd's TestMetadataCollector, as far as strata's APIs go (no plugin resources).
@@ -601,7 +601,7 @@ fn namespaces_are_separate() {
         ],
     );
     let m = f.mark();
-    assert!(m.reachable.contains(&c("a", &d1)));
+    assert!(m.is_reachable(&c("a", &d1)));
     assert_eq!(m.unreachable(), vec![c("b", &d2)]);
 }
 

@@ -204,6 +204,17 @@ fn an_idle_store_collects_an_expired_lease_at_its_expiry() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(f.store.leases().get("ns", "pull").is_err());
+    // The records go at the sweep; the file at the same collection's cleanup, reported when
+    // the whole collection is done.
+    let lease = strata_gc::Node::new(strata_gc::Kind::Lease, "ns", "pull");
+    while !scheduler
+        .stats()
+        .last
+        .is_some_and(|r| r.removed.contains(&lease))
+    {
+        assert!(Instant::now() < deadline, "the collection never finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!f.blob_file(&digest).exists());
     assert!(scheduler.stats().collections >= 1);
 }
