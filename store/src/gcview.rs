@@ -1,9 +1,11 @@
 //! A consistent, read-only view of every record the garbage collector looks at.
 //!
 //! [`View::new`] reads every namespace, blob, ingest, image, lease (with its resources) and
-//! container from one read transaction (an MVCC snapshot), so the mark phase sees one point
-//! in time while writers keep running. Records are decoded with the store's own record types;
-//! a record that does not decode is an [`Error::Corrupt`] naming its table and key.
+//! container from one read transaction (an MVCC snapshot), so a reader sees one point in time
+//! while writers keep running. Records are decoded with the store's own record types, into
+//! owned copies: what `why`'s lookups, `du` and `fsck` want. The mark itself, which reads
+//! every record and keeps little of each, scans in place instead ([`crate::gcscan`]). A record
+//! that does not decode is an [`Error::Corrupt`] naming its table and key.
 
 use std::collections::BTreeMap;
 
