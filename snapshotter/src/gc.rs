@@ -98,6 +98,17 @@ pub fn snapshot_dirs(
     Ok(())
 }
 
+/// The record `(ns, sn, key)` of a snapshots table, read or written.
+fn get_entry(
+    table: &impl ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>,
+    ns: &str,
+    sn: &str,
+    key: &str,
+) -> Result<Option<SnapshotEntry>> {
+    let got = table.get((ns, sn, key)).map_err(store_err)?;
+    got.map(|v| entry(ns, sn, key, v.value())).transpose()
+}
+
 /// One snapshot record as it is now in `txn`.
 ///
 /// # Errors
@@ -108,9 +119,7 @@ pub fn current_snapshot(
     sn: &str,
     key: &str,
 ) -> Result<Option<SnapshotEntry>> {
-    let table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
-    let got = table.get((ns, sn, key)).map_err(store_err)?;
-    got.map(|v| entry(ns, sn, key, v.value())).transpose()
+    get_entry(&txn.open_table(SNAPSHOTS).map_err(store_err)?, ns, sn, key)
 }
 
 /// Removes one snapshot record and its entry in its parent's children index; returns the
@@ -248,9 +257,7 @@ pub fn read_snapshot(
     sn: &str,
     key: &str,
 ) -> Result<Option<SnapshotEntry>> {
-    let table = txn.open_table(SNAPSHOTS).map_err(store_err)?;
-    let got = table.get((ns, sn, key)).map_err(store_err)?;
-    got.map(|v| entry(ns, sn, key, v.value())).transpose()
+    get_entry(&txn.open_table(SNAPSHOTS).map_err(store_err)?, ns, sn, key)
 }
 
 /// How many snapshot records there are (a stored length: no record is read).
