@@ -139,6 +139,19 @@ pub fn reconcile(store: &Store) -> Result<Cleanup> {
     cleanup::reconcile(store, true)
 }
 
+/// Files and directories no record names now, and records whose data is missing: what the
+/// next collection's cleanup would find, without a mark and without removing anything. Safe
+/// while writers run: objects being created are told apart from orphans as cleanup does
+/// (`docs/gc.md`).
+///
+/// # Errors
+/// Unavailable while another collection runs on this store; corrupt records; database and
+/// directory errors.
+pub fn orphans(store: &Store) -> Result<Cleanup> {
+    let _pass = store.maintenance()?;
+    cleanup::reconcile(store, false)
+}
+
 /// One object a collection would remove, with the bytes its removal frees.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Doomed {

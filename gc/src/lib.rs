@@ -33,7 +33,9 @@ pub const FAILPOINTS: &[&str] = &[
     "gc.sweep.after_commit",
     "gc.cleanup.after_remove",
 ];
-pub use collect::{Doomed, Plan, Report, collect, collect_at, dry_run, dry_run_at, reconcile};
+pub use collect::{
+    Doomed, Plan, Report, collect, collect_at, dry_run, dry_run_at, orphans, reconcile,
+};
 pub use mark::{Marked, mark, tricolor};
 pub use node::{Kind, Node};
 pub use scheduler::{Scheduler, SchedulerConfig};

@@ -758,8 +758,26 @@ fn probe_overlay(store: &Store, options: &[String]) -> Result<()> {
 /// (`new-<id>` being built, `rm-<id>` being removed, or an `<id>` whose record never committed
 /// or was deleted). Reconcile reclaims them; until then they are only listed. Needs no
 /// backend, so it works where overlay cannot be mounted.
+///
+/// The directory is listed before the records are read, so a finished snapshot is never
+/// reported; one being created or removed is. Meant for a store nobody writes to meanwhile
+/// (tests, a stopped node); while writers run, `strata_gc::orphans` tells snapshots in flight
+/// from orphans.
 pub fn orphan_dirs(store: &Store, snapshotter: &str) -> Result<Vec<PathBuf>> {
     let root = store.snapshot_root(snapshotter);
+    let entries = match std::fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read directory", &root, e)),
+    };
+    let mut listed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read directory", &root, e))?;
+        listed.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        ));
+    }
     let mut recorded = std::collections::HashSet::new();
     {
         let txn = store.db().read().map_err(store_err)?;
@@ -774,18 +792,11 @@ pub fn orphan_dirs(store: &Store, snapshotter: &str) -> Result<Vec<PathBuf>> {
             }
         }
     }
-    let entries = match std::fs::read_dir(&root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("read directory", &root, e)),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("read directory", &root, e))?;
-        if !recorded.contains(entry.file_name().to_string_lossy().as_ref()) {
-            out.push(entry.path());
-        }
-    }
+    let mut out: Vec<PathBuf> = listed
+        .into_iter()
+        .filter(|(name, _)| !recorded.contains(name))
+        .map(|(_, path)| path)
+        .collect();
     out.sort();
     Ok(out)
 }

@@ -125,10 +125,14 @@ fn gather(ctx: &Ctx) -> Result<Info> {
         &layout.root().join("content").join("blobs"),
         &mut blob_files,
     )?;
-    let mut orphans = store.content().orphans()?;
-    for sn in ["overlay", "native"] {
-        orphans.extend(strata_snapshotter::orphan_dirs(store, sn)?);
-    }
+    // The collector's view: it tells an object being created from an orphan, and covers
+    // every snapshotter's directory.
+    let mut orphans: Vec<PathBuf> = strata_gc::orphans(store)?
+        .removed
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    orphans.sort();
     Ok(Info {
         orphans,
         root: layout.root().to_owned(),

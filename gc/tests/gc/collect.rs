@@ -1154,6 +1154,18 @@ fn planted_orphans_are_listed_by_the_dry_run_then_removed() {
     std::fs::write(ingest.join("data"), "half").unwrap();
     let want = BTreeSet::from([blob.clone(), snap.clone(), ingest.clone()]);
 
+    // An id still in flight (a prepare between its directory and its record) is no orphan
+    // to the collector, though the quiescent-store listing shows it.
+    let in_flight = f.store.allocate_id().unwrap();
+    let building = f.sn.root().join(format!("new-{}", in_flight.id()));
+    std::fs::create_dir_all(&building).unwrap();
+    assert!(f.sn.orphans().unwrap().contains(&building));
+    let found = strata_gc::orphans(&f.store).unwrap();
+    assert_eq!(orphan_paths(&found.removed), want, "orphans alone");
+    assert!(found.missing.is_empty());
+    drop(in_flight);
+    std::fs::remove_dir(&building).unwrap();
+
     let plan = dry_run(&f.store).unwrap();
     assert!(plan.remove.is_empty());
     assert_eq!(orphan_paths(&plan.orphans), want, "listed first");

@@ -302,8 +302,30 @@ impl ContentStore<'_> {
     /// ingest directories no ingest record names. A crash between publishing and recording
     /// leaves these (see `docs/crash-consistency.md`); deleting a record leaves its blob file
     /// for the garbage collector. Reconcile reclaims them; until then they are only listed.
+    ///
+    /// The directories are listed before the records are read, so a finished object is
+    /// never reported; one whose file is in place but whose record has not committed yet is.
+    /// Meant for a store nobody writes to meanwhile (tests, a stopped node); while writers
+    /// run, `strata_gc::orphans` tells objects being created from orphans.
     pub fn orphans(&self) -> Result<Vec<std::path::PathBuf>> {
         let layout = self.store.layout();
+        let mut listed = Vec::new();
+        for alg in crate::Algorithm::ALL {
+            let dir = layout.blob_dir(alg);
+            for entry in
+                std::fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))?
+            {
+                let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
+                let name = format!("{}:{}", alg.name(), entry.file_name().to_string_lossy());
+                listed.push((true, name, entry.path()));
+            }
+        }
+        let dir = layout.ingest_root();
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            listed.push((false, name, entry.path()));
+        }
         let txn = self.store.db().read()?;
         let mut blobs = std::collections::HashSet::new();
         for item in txn.open_table(BLOBS)?.iter()? {
@@ -318,26 +340,17 @@ impl ContentStore<'_> {
             ingests.insert(r.id.to_string());
         }
         drop(txn);
-        let mut out = Vec::new();
-        for alg in crate::Algorithm::ALL {
-            let dir = layout.blob_dir(alg);
-            for entry in
-                std::fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))?
-            {
-                let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
-                let name = format!("{}:{}", alg.name(), entry.file_name().to_string_lossy());
-                if !blobs.contains(&name) {
-                    out.push(entry.path());
+        let mut out: Vec<std::path::PathBuf> = listed
+            .into_iter()
+            .filter(|(blob, name, _)| {
+                if *blob {
+                    !blobs.contains(name)
+                } else {
+                    !ingests.contains(name)
                 }
-            }
-        }
-        let dir = layout.ingest_root();
-        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("read directory", &dir, e))? {
-            let entry = entry.map_err(|e| Error::io("read directory", &dir, e))?;
-            if !ingests.contains(entry.file_name().to_string_lossy().as_ref()) {
-                out.push(entry.path());
-            }
-        }
+            })
+            .map(|(_, _, path)| path)
+            .collect();
         out.sort();
         Ok(out)
     }
