@@ -384,13 +384,12 @@ pub(crate) fn back_ref_target<'a>(key: &'a str, value: &'a str) -> Option<Target
 /// The object a lease resource row `(type, id)` names: `content`, `ingests`, `images` or
 /// `snapshots/<snapshotter>`; `None` for a type the collector does not know.
 pub(crate) fn lease_resource_target<'a>(kind: &'a str, id: &'a str) -> Option<Target<'a>> {
-    match kind.split_once('/') {
-        None if kind == "content" => Some(Target::plain(Kind::Content, id)),
-        None if kind == "ingests" => Some(Target::plain(Kind::Ingest, id)),
-        None if kind == "images" => Some(Target::plain(Kind::Image, id)),
-        Some(("snapshots", sn)) if !sn.is_empty() => Some(Target::snapshot(sn, id)),
-        _ => None,
-    }
+    let (kind, snapshotter) = strata_store::object::lease_resource_kind(kind)?;
+    Some(Target {
+        kind,
+        snapshotter,
+        key: id,
+    })
 }
 
 /// Target of a `containerd.io/gc.ref.*` label in namespace `ns`.

@@ -74,12 +74,22 @@ impl Node {
     /// The object a lease resource row `(type, id)` names: `content`, `ingests`, `images` or
     /// `snapshots/<snapshotter>`; `None` for a type the collector does not know.
     pub fn of_lease_resource(ns: &str, kind: &str, id: &str) -> Option<Node> {
-        match kind.split_once('/') {
-            None if kind == "content" => Some(Node::new(Kind::Content, ns, id)),
-            None if kind == "ingests" => Some(Node::new(Kind::Ingest, ns, id)),
-            None if kind == "images" => Some(Node::new(Kind::Image, ns, id)),
-            Some(("snapshots", sn)) if !sn.is_empty() => Some(Node::snapshot(ns, sn, id)),
-            _ => None,
+        match lease_resource_kind(kind)? {
+            (Kind::Snapshot, Some(sn)) => Some(Node::snapshot(ns, sn, id)),
+            (kind, _) => Some(Node::new(kind, ns, id)),
         }
+    }
+}
+
+/// The kind a lease resource type names, and for snapshots their snapshotter: `content`,
+/// `ingests`, `images` or `snapshots/<snapshotter>`; `None` for a type the collector does not
+/// know.
+pub fn lease_resource_kind(kind: &str) -> Option<(Kind, Option<&str>)> {
+    match kind.split_once('/') {
+        None if kind == "content" => Some((Kind::Content, None)),
+        None if kind == "ingests" => Some((Kind::Ingest, None)),
+        None if kind == "images" => Some((Kind::Image, None)),
+        Some(("snapshots", sn)) if !sn.is_empty() => Some((Kind::Snapshot, Some(sn))),
+        _ => None,
     }
 }
