@@ -1,26 +1,30 @@
 //! `why`: which roots keep an object, and by which references.
 //!
 //! The graph of one read transaction is traced from every root as the mark does; then a
-//! backward search from the object finds every root that reaches it and, for each, one
-//! shortest path root → … → object, each step saying which reference it follows (a label,
-//! a parent, an image target, a lease) and, for leases and images, when they expire.
-
-use std::collections::{VecDeque, hash_map};
+//! backward depth-first search from the object enumerates every path root → … → object that
+//! the traversal follows (no object twice on a path), each step saying which reference it
+//! follows (a label, a parent, an image target, a lease) and, for leases and images, when
+//! they expire. A path may pass through other roots (a lease holding an image that keeps a
+//! layer); each root on the way starts a path of its own. At most [`MAX_PATHS`] are returned,
+//! and [`Why::truncated`] says when there were more.
 
 use serde::Serialize;
 use strata_snapshotter::gc::snapshot_records;
 use strata_store::gcview::View;
 use strata_store::{Digest, Store, Timestamp};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::Result;
 use crate::graph::{Graph, Id, Root, bit};
 use crate::mark::Via;
 use crate::node::{Kind, Node, Typed};
 
-/// Most paths reported for one object (one per root).
-const MAX_PATHS: usize = 64;
+/// Most paths reported for one object.
+pub const MAX_PATHS: usize = 64;
+
+/// Most steps the search for paths takes before it stops and reports [`Why::truncated`].
+const SEARCH_STEPS: usize = 1_000_000;
 
 /// One step of a path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,9 +49,11 @@ pub struct Why {
     pub exists: bool,
     /// Whether a collection now would keep it.
     pub kept: bool,
-    /// For the root of each path, why it is a root (`live lease`, `image`, `container`,
-    /// `gc.root label`, `unexpired ingest`).
+    /// Every path from a root to the object, by root, then shortest first.
     pub paths: Vec<WhyPath>,
+    /// There may be more paths than `paths` (more than [`MAX_PATHS`], or the search stopped
+    /// after a million steps).
+    pub truncated: bool,
 }
 
 /// One root and the path from it.
@@ -80,6 +86,7 @@ pub fn why_at(store: &Store, object: &Node, now: Timestamp) -> Result<Why> {
             exists: false,
             kept: false,
             paths: Vec::new(),
+            truncated: false,
         });
     };
     let mut state = vec![0u8; graph.nodes.len()];
@@ -109,54 +116,96 @@ pub fn why_at(store: &Store, object: &Node, now: Timestamp) -> Result<Why> {
         }
     }
     let roots: FxHashMap<Id, Root> = graph.roots.iter().rev().copied().collect();
+    let is_root = |t: Typed<Id>| !t.flat && roots.contains_key(&t.node);
 
-    // Backward breadth-first search: `toward[n]` is n's next step toward the object and the
-    // reference that leads there.
-    let mut toward: FxHashMap<Typed<Id>, Option<(Typed<Id>, Via)>> = FxHashMap::default();
-    let mut queue = VecDeque::new();
-    for flat in [false, true] {
-        if state[target as usize] & bit(flat) != 0 {
-            let t = Typed { node: target, flat };
-            toward.insert(t, None);
-            queue.push_back(t);
-        }
+    // Backward depth-first search over simple paths. `path[i]` references `path[i - 1]` by
+    // `path[i].via` (`path[0]` is the object); `path[i].next` is the next referrer to try.
+    struct Frame {
+        node: Typed<Id>,
+        via: Option<Via>,
+        next: usize,
     }
-    let mut found: Vec<Typed<Id>> = Vec::new();
-    while let Some(n) = queue.pop_front() {
-        if !n.flat && roots.contains_key(&n.node) {
-            found.push(n);
+    let mut found: Vec<Vec<(Typed<Id>, Option<Via>)>> = Vec::new();
+    let mut truncated = false;
+    let mut budget = SEARCH_STEPS;
+    let mut on_path: FxHashSet<Typed<Id>> = FxHashSet::default();
+    let mut emit = |path: &[Frame], truncated: &mut bool| {
+        if found.len() == MAX_PATHS {
+            *truncated = true;
+        } else {
+            found.push(path.iter().rev().map(|f| (f.node, f.via)).collect());
         }
-        for &(r, via) in referrers.get(&n).into_iter().flatten() {
-            if let hash_map::Entry::Vacant(slot) = toward.entry(r) {
-                slot.insert(Some((n, via)));
-                queue.push_back(r);
+    };
+    'search: for flat in [false, true] {
+        let start = Typed { node: target, flat };
+        if state[target as usize] & bit(flat) == 0 {
+            continue;
+        }
+        let mut path = vec![Frame {
+            node: start,
+            via: None,
+            next: 0,
+        }];
+        on_path.insert(start);
+        if is_root(start) {
+            emit(&path, &mut truncated);
+        }
+        while let Some(top) = path.last_mut() {
+            let next = referrers.get(&top.node).and_then(|r| r.get(top.next));
+            top.next += 1;
+            match next {
+                Some(&(r, via)) if !on_path.contains(&r) => {
+                    // Simple paths can be exponentially many (back references make cycles):
+                    // the search is bounded, and says so.
+                    budget -= 1;
+                    if budget == 0 {
+                        truncated = true;
+                        break 'search;
+                    }
+                    path.push(Frame {
+                        node: r,
+                        via: Some(via),
+                        next: 0,
+                    });
+                    on_path.insert(r);
+                    if is_root(r) {
+                        emit(&path, &mut truncated);
+                        if truncated {
+                            break 'search;
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    on_path.remove(&top.node);
+                    path.pop();
+                }
             }
         }
     }
-    found.sort_by_cached_key(|t| graph.nodes.node(t.node));
+    found.sort_by_cached_key(|p| (graph.nodes.node(p[0].0.node), p.len()));
 
     let paths = found
         .into_iter()
-        .take(MAX_PATHS)
-        .map(|root| {
-            let mut steps = Vec::new();
-            let mut cur = Some((root, None));
-            while let Some((n, via)) = cur {
-                steps.push(Step {
+        .map(|p| {
+            // Root first: each step's reason is how the step before references it, which
+            // the step before carries as its `via`.
+            let steps = p
+                .iter()
+                .enumerate()
+                .map(|(k, &(n, _))| Step {
                     node: graph.nodes.node(n.node),
                     flat: n.flat,
-                    via,
+                    via: (k > 0).then(|| {
+                        let (from, via) = p[k - 1];
+                        via.map_or_else(String::new, |v| via_reason(&graph, from.node, v))
+                    }),
                     expires: graph.expires.get(&n.node).map(|e| e.to_string()),
-                });
-                cur = toward
-                    .get(&n)
-                    .copied()
-                    .flatten()
-                    .map(|(next, via)| (next, Some(via_reason(&graph, n.node, via))));
-            }
+                })
+                .collect();
             WhyPath {
                 root: roots
-                    .get(&root.node)
+                    .get(&p[0].0.node)
                     .map_or_else(String::new, |r| root_reason(&graph, *r)),
                 steps,
             }
@@ -167,6 +216,7 @@ pub fn why_at(store: &Store, object: &Node, now: Timestamp) -> Result<Why> {
         exists: true,
         kept,
         paths,
+        truncated,
     })
 }
 

@@ -245,14 +245,27 @@ pub fn why(ctx: &mut Ctx, text: &str) -> Result<()> {
             ))?;
             continue;
         }
-        let roots = w.paths.len();
+        let roots = w
+            .paths
+            .iter()
+            .filter_map(|p| p.steps.first().map(|s| &s.node))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let paths = w.paths.len();
         ctx.out.line(format_args!(
-            "{}: kept by {roots} root{}",
+            "{}: kept by {roots} root{} ({paths} path{})",
             w.object,
-            if roots == 1 { "" } else { "s" }
+            if roots == 1 { "" } else { "s" },
+            if paths == 1 { "" } else { "s" }
         ))?;
         for p in &w.paths {
             ctx.out.line(format_args!("  {}", path_line(p)))?;
+        }
+        if w.truncated {
+            ctx.out.line(format_args!(
+                "  ... and more paths (at most {} are shown)",
+                strata_gc::why::MAX_PATHS
+            ))?;
         }
     }
     Ok(())

@@ -74,6 +74,86 @@ fn why_names_every_image_and_lease_that_keeps_a_layer() {
 }
 
 #[test]
+fn why_lists_every_path_including_through_other_roots() {
+    let f = fx();
+    let [layer] = f.blobs("ns", ["layer"]);
+    // Two labels of one manifest name the layer: two references, two paths.
+    let manifest = f.blob(
+        "ns",
+        "manifest",
+        &[
+            ("containerd.io/gc.ref.content.l.0", &x(&layer)),
+            ("containerd.io/gc.ref.content.l.1", &x(&layer)),
+        ],
+    );
+    f.image("ns", None, "a", &manifest, &[]);
+    // A lease holding the image is a root whose paths run through another root.
+    f.lease("ns", "hold", &[]);
+    f.add("ns", "hold", "images", "a");
+    let w = why(&f.store, &c("ns", &layer)).unwrap();
+    assert!(!w.truncated);
+    let got: Vec<(String, Vec<String>)> = w
+        .paths
+        .iter()
+        .map(|p| {
+            let steps = p
+                .steps
+                .iter()
+                .map(|s| format!("{} by {}", s.node, s.via.as_deref().unwrap_or("-")))
+                .collect();
+            (p.root.clone(), steps)
+        })
+        .collect();
+    let (img, man, lay) = (
+        i("ns", "a").to_string(),
+        c("ns", &manifest).to_string(),
+        c("ns", &layer).to_string(),
+    );
+    let path = |root: &str, steps: &[(&str, &str)]| {
+        (
+            root.to_owned(),
+            steps
+                .iter()
+                .map(|(n, v)| format!("{n} by {v}"))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let hold = l("ns", "hold").to_string();
+    let l0 = "containerd.io/gc.ref.content.l.0";
+    let l1 = "containerd.io/gc.ref.content.l.1";
+    assert_eq!(
+        got,
+        vec![
+            path("image", &[(&img, "-"), (&man, "target"), (&lay, l0)]),
+            path("image", &[(&img, "-"), (&man, "target"), (&lay, l1)]),
+            path(
+                "live lease",
+                &[(&hold, "-"), (&img, "lease"), (&man, "target"), (&lay, l0)]
+            ),
+            path(
+                "live lease",
+                &[(&hold, "-"), (&img, "lease"), (&man, "target"), (&lay, l1)]
+            ),
+        ]
+    );
+}
+
+#[test]
+fn why_says_when_there_are_more_paths_than_it_lists() {
+    let f = fx();
+    let [layer] = f.blobs("ns", ["layer"]);
+    let max = strata_gc::why::MAX_PATHS;
+    for n in 0..=max {
+        let id = format!("lease-{n:03}");
+        f.lease("ns", &id, &[]);
+        f.add("ns", &id, "content", &x(&layer));
+    }
+    let w = why(&f.store, &c("ns", &layer)).unwrap();
+    assert_eq!(w.paths.len(), max);
+    assert!(w.truncated);
+}
+
+#[test]
 fn why_an_unreferenced_object_is_not_kept() {
     let (f, _, only_b) = images();
     f.store.images().delete(&scope("ns", None), "b").unwrap();
