@@ -149,9 +149,11 @@ pub enum Command {
     /// Explain why an object is kept: every root that reaches it and the path from each
     ///
     /// OBJECT is a blob digest, an image name, a lease id, an ingest ref, or a snapshot key
-    /// (bare, or <snapshotter>/<key>), looked up in the namespace given by -n.
+    /// (bare, or <snapshotter>/<key>), looked up in the namespace given by -n; or an absolute
+    /// path inside the store (a blob file, or any file under a snapshot's or ingest's
+    /// directory), which names the object whose data it is.
     Why {
-        /// Digest, image name, lease id, ingest ref or snapshot key
+        /// Digest, image name, lease id, ingest ref, snapshot key, or a path in the store
         object: String,
     },
     /// Show what uses the store's disk space, by image, namespace or lease

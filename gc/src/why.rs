@@ -8,6 +8,8 @@
 //! layer); each root on the way starts a path of its own. At most [`MAX_PATHS`] are returned,
 //! and [`Why::truncated`] says when there were more.
 
+use std::path::Path;
+
 use serde::Serialize;
 use strata_snapshotter::gc::snapshot_records;
 use strata_store::gcview::View;
@@ -222,7 +224,9 @@ pub fn why_at(store: &Store, object: &Node, now: Timestamp) -> Result<Why> {
 
 /// Every object whose key is `text` in namespace `ns` (or any namespace): a digest names a
 /// blob, otherwise an image, lease, ingest or snapshot (`<snapshotter>/<key>` or a bare key
-/// in any snapshotter) of that name.
+/// in any snapshotter) of that name. An absolute path inside the store names the object whose
+/// data it is in: `content/blobs/<alg>/<hex>` a blob, `content/ingest/<id>/...` an ingest,
+/// `snapshots/<snapshotter>/<id>/...` a snapshot (any file below the directory too).
 ///
 /// # Errors
 /// Corrupt records; database errors.
@@ -232,6 +236,27 @@ pub fn resolve(store: &Store, ns: Option<&str>, text: &str) -> Result<Vec<Node>>
     let snapshots = snapshot_records(&txn)?;
     let in_ns = |n: &str| ns.is_none_or(|want| want == n);
     let mut out = Vec::new();
+    match data_of(store, text) {
+        Some(Data::Blob(digest)) => out.extend(
+            view.blobs
+                .iter()
+                .filter(|b| in_ns(&b.ns) && b.digest.to_string() == digest)
+                .map(|b| Node::new(Kind::Content, &b.ns, &digest)),
+        ),
+        Some(Data::Ingest(id)) => out.extend(
+            view.ingests
+                .iter()
+                .filter(|i| in_ns(&i.ns) && i.id == id)
+                .map(|i| Node::new(Kind::Ingest, &i.ns, &i.reference)),
+        ),
+        Some(Data::Snapshot(sn, id)) => out.extend(
+            snapshots
+                .iter()
+                .filter(|s| in_ns(&s.ns) && s.snapshotter == sn && s.id == id)
+                .map(|s| Node::snapshot(&s.ns, &s.snapshotter, &s.key)),
+        ),
+        None => {}
+    }
     if text.parse::<Digest>().is_ok() {
         out.extend(
             view.blobs
@@ -271,6 +296,58 @@ pub fn resolve(store: &Store, ns: Option<&str>, text: &str) -> Result<Vec<Node>>
     Ok(out)
 }
 
+/// Whose data a path inside the store is.
+#[derive(Debug, PartialEq, Eq)]
+enum Data {
+    /// A blob file: its digest.
+    Blob(String),
+    /// An ingest directory: its id.
+    Ingest(u64),
+    /// A snapshot directory: its snapshotter and id.
+    Snapshot(String, u64),
+}
+
+/// The object whose data the absolute path `text` is in, if it lies inside `store`'s root
+/// (as given, or with symbolic links resolved).
+fn data_of(store: &Store, text: &str) -> Option<Data> {
+    let path = Path::new(text);
+    if !path.is_absolute() {
+        return None;
+    }
+    let root = store.layout().root();
+    let roots = [Some(root.to_path_buf()), std::fs::canonicalize(root).ok()];
+    let paths = [Some(path.to_path_buf()), std::fs::canonicalize(path).ok()];
+    roots
+        .iter()
+        .flatten()
+        .flat_map(|r| paths.iter().flatten().map(move |p| (r, p)))
+        .find_map(|(r, p)| data_in(p.strip_prefix(r).ok()?))
+}
+
+/// [`data_of`] for a path relative to the store's root.
+fn data_in(rest: &Path) -> Option<Data> {
+    let parts: Vec<&str> = rest
+        .components()
+        .map(|c| c.as_os_str().to_str())
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        ["content", "blobs", alg, hex, ..] => {
+            let digest = format!("{alg}:{hex}");
+            Digest::check(&digest).ok()?;
+            Some(Data::Blob(digest))
+        }
+        ["content", "ingest", id, ..] => Some(Data::Ingest(canonical(id)?)),
+        ["snapshots", sn, id, ..] => Some(Data::Snapshot((*sn).to_owned(), canonical(id)?)),
+        _ => None,
+    }
+}
+
+/// The id a directory name spells (`12`, not `012`).
+fn canonical(name: &str) -> Option<u64> {
+    let id: u64 = name.parse().ok()?;
+    (id.to_string() == name).then_some(id)
+}
+
 fn root_reason(graph: &Graph, root: Root) -> String {
     match root {
         Root::Lease => "live lease".into(),
@@ -297,5 +374,38 @@ fn via_reason(graph: &Graph, from: Id, via: Via) -> String {
         Via::Label(label) => graph.label(label).into(),
         Via::BackRef(label) => format!("back reference {}", graph.label(label)),
         Via::Cond(label) => format!("conditional reference {}", graph.label(label)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_the_data_they_are_in() {
+        let hex = "a".repeat(64);
+        let data = |p: &str| data_in(Path::new(p));
+        assert_eq!(
+            data(&format!("content/blobs/sha256/{hex}")),
+            Some(Data::Blob(format!("sha256:{hex}")))
+        );
+        assert_eq!(data("content/blobs/sha256/abc"), None, "not a digest");
+        assert_eq!(data("content/ingest/7/data"), Some(Data::Ingest(7)));
+        assert_eq!(
+            data("snapshots/overlay/1384/fs/etc/passwd"),
+            Some(Data::Snapshot("overlay".into(), 1384))
+        );
+        assert_eq!(
+            data("snapshots/overlay/01384"),
+            None,
+            "not an id's spelling"
+        );
+        assert_eq!(
+            data("snapshots/overlay/new-5"),
+            None,
+            "not a snapshot's directory"
+        );
+        assert_eq!(data("snapshots/overlay"), None);
+        assert_eq!(data("meta.redb"), None);
     }
 }

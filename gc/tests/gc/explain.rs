@@ -4,7 +4,7 @@ use strata_gc::usage::{By, usage};
 use strata_gc::{Node, why};
 use strata_store::Digest;
 
-use crate::support::{Fx, c, fx, i, l, later, scope, x};
+use crate::support::{Fx, c, fx, i, l, later, s, scope, x};
 
 /// Images a and b share `layer` (returned first); b also has `only_b` (returned second) and a
 /// snapshot; lease "pin" (expiring) holds `layer` too.
@@ -151,6 +151,25 @@ fn why_says_when_there_are_more_paths_than_it_lists() {
     let w = why(&f.store, &c("ns", &layer)).unwrap();
     assert_eq!(w.paths.len(), max);
     assert!(w.truncated);
+}
+
+#[test]
+fn a_path_inside_the_store_names_the_object_whose_data_it_is() {
+    let (f, layer, _) = images();
+    let resolve = |p: &std::path::Path| {
+        strata_gc::resolve(&f.store, Some("ns"), p.to_str().unwrap()).unwrap()
+    };
+    assert_eq!(resolve(&f.blob_file(&layer)), vec![c("ns", &layer)]);
+    // Any file below a snapshot's directory: the question `du` leaves users with.
+    let file = f.snap_dir("ns", "b-top").join("fs").join("f");
+    assert!(file.exists());
+    assert_eq!(resolve(&file), vec![s("ns", "b-top")]);
+    // A path of the store that is no object's data, and one outside the store.
+    assert!(resolve(&f.store.layout().meta()).is_empty());
+    assert!(resolve(std::path::Path::new("/etc/passwd")).is_empty());
+    // Another namespace sees nothing there.
+    let other = strata_gc::resolve(&f.store, Some("other"), file.to_str().unwrap()).unwrap();
+    assert!(other.is_empty());
 }
 
 #[test]
