@@ -13,15 +13,18 @@ pub struct LeaseView {
     /// From `containerd.io/gc.expire`; `None` for a lease that never expires.
     pub expires_at: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// How many resources it holds.
+    pub resources: usize,
 }
 
-impl From<&Lease> for LeaseView {
-    fn from(l: &Lease) -> Self {
+impl LeaseView {
+    pub fn new(l: &Lease, resources: usize) -> Self {
         LeaseView {
             id: l.id.clone(),
             created_at: l.created_at.to_rfc3339(),
             expires_at: l.expires_at().map(|t| t.to_rfc3339()),
             labels: l.labels.clone(),
+            resources,
         }
     }
 }

@@ -558,6 +558,36 @@ fn leases_create_expire_resources_and_rm() {
             .map(Vec::len),
         Some(2)
     );
+    // `ls` counts what each lease holds, and marks an expired lease.
+    let listed = env.json(&["leases", "ls"]);
+    let held = |id: &str| {
+        listed
+            .as_array()
+            .and_then(|v| v.iter().find(|l| l["id"] == id))
+            .map(|l| l["resources"].clone())
+    };
+    assert_eq!(held("l1"), Some(serde_json::json!(2)));
+    assert_eq!(held("forever"), Some(serde_json::json!(0)));
+    env.ok(&[
+        "leases",
+        "create",
+        "--id",
+        "gone",
+        "--expires",
+        "0",
+        "--label",
+        "containerd.io/gc.expire=2000-01-01T00:00:00Z",
+    ]);
+    let table = env.ok(&["leases", "ls", "--filter", "id==gone"]);
+    assert!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|h| h.contains("RESOURCES")),
+        "{table}"
+    );
+    assert!(table.contains("(expired)"), "{table}");
+    env.ok(&["leases", "rm", "gone"]);
 
     let err = env.fails(&["leases", "add", "l1", "content", "not-a-digest"]);
     assert!(err.contains("not-a-digest"), "{err}");

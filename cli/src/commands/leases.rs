@@ -21,16 +21,27 @@ pub fn run(ctx: &mut Ctx, cmd: &LeasesCommand) -> Result<()> {
     match cmd {
         LeasesCommand::Ls(f) => {
             let list = leases.list(ns, &f.filters)?;
+            let views = list
+                .iter()
+                .map(|l| Ok(LeaseView::new(l, leases.resources(ns, &l.id)?.len())))
+                .collect::<Result<Vec<_>>>()?;
             if ctx.json {
-                let views: Vec<LeaseView> = list.iter().map(Into::into).collect();
                 ctx.out.json(&views)?;
             } else {
-                let mut t = table(["ID", "CREATED", "EXPIRES", "LABELS"]);
-                for l in &list {
+                let now = Timestamp::now();
+                let mut t = table(["ID", "CREATED", "EXPIRES", "RESOURCES", "LABELS"]);
+                for (l, v) in list.iter().zip(&views) {
+                    let expires = match l.expires_at() {
+                        None => "-".to_owned(),
+                        // Expired leases keep nothing; `leases prune --expired` removes them.
+                        Some(t) if t <= now => format!("{} (expired)", output::time(t)),
+                        Some(t) => output::time(t),
+                    };
                     t.add_row([
                         l.id.clone(),
                         output::time(l.created_at),
-                        l.expires_at().map_or_else(|| "-".to_owned(), output::time),
+                        expires,
+                        v.resources.to_string(),
                         output::labels(&l.labels),
                     ]);
                 }
@@ -50,7 +61,7 @@ pub fn run(ctx: &mut Ctx, cmd: &LeasesCommand) -> Result<()> {
             }
             let lease = leases.create(ns, &id, labels)?;
             if ctx.json {
-                ctx.out.json(&LeaseView::from(&lease))?;
+                ctx.out.json(&LeaseView::new(&lease, 0))?;
             } else {
                 ctx.out.line(&lease.id)?;
             }
