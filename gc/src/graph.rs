@@ -53,7 +53,7 @@ struct Meta {
     /// Hash of the name: compared before the key, and what the table rehashes by.
     hash: u64,
     /// The key is `keys[start..start + len]`.
-    start: u32,
+    start: u64,
     len: u32,
     ns: u32,
     kind: Kind,
@@ -66,7 +66,9 @@ fn hash(kind: Kind, ns: u32, key: &str) -> u64 {
 }
 
 fn too_many() -> Error {
-    Error::Graph("more than 4 294 967 295 objects, namespaces or bytes of names".into())
+    Error::Graph(
+        "more than 4 294 967 295 objects, namespaces or label keys, or a name of 4 GiB".into(),
+    )
 }
 
 impl Nodes {
@@ -85,6 +87,7 @@ impl Nodes {
 
     pub(crate) fn key(&self, id: Id) -> &str {
         let m = &self.meta[id as usize];
+        // `start` came from a `usize` length of `keys` (`intern`).
         let start = m.start as usize;
         &self.keys[start..start + m.len as usize]
     }
@@ -146,9 +149,9 @@ impl Nodes {
             return Ok(id);
         }
         let id = Id::try_from(self.meta.len()).map_err(|_| too_many())?;
-        let start = u32::try_from(self.keys.len()).map_err(|_| too_many())?;
+        let start = u64::try_from(self.keys.len()).map_err(|_| too_many())?;
         let len = u32::try_from(key.len()).map_err(|_| too_many())?;
-        if id == Id::MAX || start.checked_add(len).is_none() {
+        if id == Id::MAX {
             return Err(too_many());
         }
         self.keys.push_str(key);
@@ -229,7 +232,7 @@ pub(crate) struct Graph {
     /// CSR: the edges of `id` are `edges[offsets[id]..offsets[id + 1]]`.
     offsets: Vec<usize>,
     edges: Vec<Edge>,
-    /// Every root with why it is one, in containerd's scan order by type.
+    /// Every root with why it is one, in the order the tables are scanned.
     pub(crate) roots: Vec<(Id, Root)>,
     /// Label keys the vias and roots name, by index.
     labels: Vec<Box<str>>,

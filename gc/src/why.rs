@@ -8,7 +8,7 @@
 //! layer); each root on the way starts a path of its own. At most [`MAX_PATHS`] are returned,
 //! and [`Why::truncated`] says when there were more.
 
-use std::path::Path;
+use std::path::{Component, Path};
 
 use serde::Serialize;
 use strata_snapshotter::gc::snapshot_records;
@@ -51,7 +51,11 @@ pub struct Why {
     pub exists: bool,
     /// Whether a collection now would keep it.
     pub kept: bool,
-    /// Every path from a root to the object, by root, then shortest first.
+    /// How many roots keep it (each has at least one path in `paths`, unless there are
+    /// more than [`MAX_PATHS`] roots).
+    pub roots: usize,
+    /// Every path from a root to the object, by root, then shortest first: a shortest path
+    /// from every root first, then the others.
     pub paths: Vec<WhyPath>,
     /// There may be more paths than `paths` (more than [`MAX_PATHS`], or the search stopped
     /// after a million steps).
@@ -87,6 +91,7 @@ pub fn why_at(store: &Store, object: &Node, now: Timestamp) -> Result<Why> {
             object: object.clone(),
             exists: false,
             kept: false,
+            roots: 0,
             paths: Vec::new(),
             truncated: false,
         });
@@ -127,15 +132,24 @@ pub fn why_at(store: &Store, object: &Node, now: Timestamp) -> Result<Why> {
         via: Option<Via>,
         next: usize,
     }
-    let mut found: Vec<Vec<(Typed<Id>, Option<Via>)>> = Vec::new();
-    let mut truncated = false;
+    // Every root that reaches the object, with a shortest path from each, comes first, so
+    // a truncated answer still names every root (up to MAX_PATHS of them).
+    let mut found = shortest_paths(target, &state, &referrers, is_root);
+    let roots_keeping = found.len();
+    found.sort_by_cached_key(|p| graph.nodes.node(p[0].0.node));
+    let mut truncated = found.len() > MAX_PATHS;
+    found.truncate(MAX_PATHS);
     let mut budget = SEARCH_STEPS;
     let mut on_path: FxHashSet<Typed<Id>> = FxHashSet::default();
     let mut emit = |path: &[Frame], truncated: &mut bool| {
+        let p: Vec<(Typed<Id>, Option<Via>)> = path.iter().rev().map(|f| (f.node, f.via)).collect();
+        if found.contains(&p) {
+            return;
+        }
         if found.len() == MAX_PATHS {
             *truncated = true;
         } else {
-            found.push(path.iter().rev().map(|f| (f.node, f.via)).collect());
+            found.push(p);
         }
     };
     'search: for flat in [false, true] {
@@ -217,6 +231,7 @@ pub fn why_at(store: &Store, object: &Node, now: Timestamp) -> Result<Why> {
         object: object.clone(),
         exists: true,
         kept,
+        roots: roots_keeping,
         paths,
         truncated,
     })
@@ -296,6 +311,50 @@ pub fn resolve(store: &Store, ns: Option<&str>, text: &str) -> Result<Vec<Node>>
     Ok(out)
 }
 
+/// A path root first: each object with the reference by which it names the next one (`None`
+/// for the object asked about, last).
+type RootPath = Vec<(Typed<Id>, Option<Via>)>;
+
+/// For every root (by `is_root`) that reaches `target`, one shortest path from it: a
+/// backward breadth-first search over `referrers` from the reached variants of `target`.
+fn shortest_paths(
+    target: Id,
+    state: &[u8],
+    referrers: &FxHashMap<Typed<Id>, Vec<(Typed<Id>, Via)>>,
+    is_root: impl Fn(Typed<Id>) -> bool,
+) -> Vec<RootPath> {
+    // `toward[n]`: n's next step toward the target, and the reference leading there.
+    let mut toward: FxHashMap<Typed<Id>, Option<(Typed<Id>, Via)>> = FxHashMap::default();
+    let mut queue = std::collections::VecDeque::new();
+    for flat in [false, true] {
+        if state[target as usize] & bit(flat) != 0 {
+            let t = Typed { node: target, flat };
+            toward.insert(t, None);
+            queue.push_back(t);
+        }
+    }
+    let mut out = Vec::new();
+    while let Some(n) = queue.pop_front() {
+        if is_root(n) {
+            let mut path = Vec::new();
+            let mut cur = Some(n);
+            while let Some(c) = cur {
+                let next = toward.get(&c).copied().flatten();
+                path.push((c, next.map(|(_, via)| via)));
+                cur = next.map(|(to, _)| to);
+            }
+            out.push(path);
+        }
+        for &(r, via) in referrers.get(&n).into_iter().flatten() {
+            toward.entry(r).or_insert_with(|| {
+                queue.push_back(r);
+                Some((n, via))
+            });
+        }
+    }
+    out
+}
+
 /// Whose data a path inside the store is.
 #[derive(Debug, PartialEq, Eq)]
 enum Data {
@@ -311,7 +370,8 @@ enum Data {
 /// (as given, or with symbolic links resolved).
 fn data_of(store: &Store, text: &str) -> Option<Data> {
     let path = Path::new(text);
-    if !path.is_absolute() {
+    // `..` would make the path's text name another object than the file it reaches.
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
         return None;
     }
     let root = store.layout().root();
@@ -407,5 +467,18 @@ mod tests {
         );
         assert_eq!(data("snapshots/overlay"), None);
         assert_eq!(data("meta.redb"), None);
+        let store = tempfile::tempdir().unwrap();
+        let store = Store::open(store.path(), strata_store::StoreOptions::default()).unwrap();
+        let root = store.layout().root().display().to_string();
+        assert_eq!(
+            data_of(&store, &format!("{root}/snapshots/native/1/fs/x")),
+            Some(Data::Snapshot("native".into(), 1))
+        );
+        assert_eq!(
+            data_of(&store, &format!("{root}/snapshots/native/1/../2/fs/x")),
+            None,
+            "`..` is refused, not read as the first id"
+        );
+        assert_eq!(data_of(&store, "snapshots/native/1"), None, "relative");
     }
 }

@@ -245,12 +245,7 @@ pub fn why(ctx: &mut Ctx, text: &str) -> Result<()> {
             ))?;
             continue;
         }
-        let roots = w
-            .paths
-            .iter()
-            .filter_map(|p| p.steps.first().map(|s| &s.node))
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
+        let roots = w.roots;
         let paths = w.paths.len();
         ctx.out.line(format_args!(
             "{}: kept by {roots} root{} ({paths} path{})",

@@ -150,7 +150,41 @@ fn why_says_when_there_are_more_paths_than_it_lists() {
     }
     let w = why(&f.store, &c("ns", &layer)).unwrap();
     assert_eq!(w.paths.len(), max);
+    assert_eq!(w.roots, max + 1);
     assert!(w.truncated);
+}
+
+#[test]
+fn why_a_truncated_answer_still_names_every_root() {
+    let f = fx();
+    let [layer] = f.blobs("ns", ["layer"]);
+    // Ten gc.root blobs, scanned before the image, each naming the layer by ten labels: a
+    // hundred paths, more than are listed.
+    let labels: Vec<(String, String)> = (0..10)
+        .map(|l| (format!("containerd.io/gc.ref.content.l.{l}"), x(&layer)))
+        .chain([("containerd.io/gc.root".to_owned(), "1".to_owned())])
+        .collect();
+    let labels: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    for n in 0..10 {
+        f.blob("ns", &format!("pin {n}"), &labels);
+    }
+    let manifest = f.blob(
+        "ns",
+        "manifest",
+        &[("containerd.io/gc.ref.content.l.0", &x(&layer))],
+    );
+    f.image("ns", None, "app", &manifest, &[]);
+    let w = why(&f.store, &c("ns", &layer)).unwrap();
+    assert!(w.truncated);
+    assert_eq!(w.paths.len(), strata_gc::why::MAX_PATHS);
+    assert_eq!(w.roots, 11);
+    let listed: std::collections::BTreeSet<Node> =
+        w.paths.iter().map(|p| p.steps[0].node.clone()).collect();
+    assert_eq!(listed.len(), 11, "every root has a path");
+    assert!(listed.contains(&i("ns", "app")));
 }
 
 #[test]
