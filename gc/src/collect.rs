@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Serialize, Serializer};
 use strata_snapshotter::gc::{disk_usage, read_snapshot};
-use strata_store::{Store, Timestamp};
+use strata_store::{Store, Timestamp, failpoint};
 
 use crate::cleanup::{self, Cleanup};
 use crate::error::Result;
@@ -74,7 +74,11 @@ pub fn collect_at(store: &Store, now: Timestamp) -> Result<Report> {
         let t = Instant::now();
         let marked = {
             let txn = store.db().read_tracked()?;
-            let marked = mark_txn(&txn, started_at, now);
+            let marked = mark_txn(&txn, started_at, now).and_then(|m| {
+                // Between the mark and the sweep: writes here are what the late trace is for.
+                failpoint!("gc.mark.after");
+                Ok(m)
+            });
             if marked.is_err() {
                 // Stop tracking: no sweep will take the set.
                 let _ = store.db().take_touched();

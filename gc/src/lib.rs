@@ -29,6 +29,7 @@ pub use error::{Error, Result};
 /// Every failpoint of the collector, in the order a collection reaches them
 /// (`docs/crash-consistency.md` says what holds after each).
 pub const FAILPOINTS: &[&str] = &[
+    "gc.mark.after",
     "gc.sweep.before_commit",
     "gc.sweep.after_commit",
     "gc.cleanup.after_remove",

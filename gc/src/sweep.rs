@@ -20,7 +20,10 @@ use strata_store::gcview::Current;
 use strata_store::{Store, failpoint};
 
 use crate::error::Result;
-use crate::mark::{Marked, Record, edges, expired, lease_edges, reach};
+use crate::mark::{
+    LABEL_USEDAT, Labels, Marked, Record, condition_holds, conditional, edges, expired,
+    lease_edges, reach,
+};
 use crate::node::{Kind, Node, Typed};
 
 /// What one sweep did.
@@ -169,12 +172,44 @@ fn current_refs(
             }
         },
     };
+    let mut back = back;
+    if matches!(n.kind, Kind::Content | Kind::Image)
+        && let Some(labels) = &labels
+    {
+        back.extend(conditionals_now(txn, ns, labels, marked.now)?);
+    }
     let record = Record {
         own,
         labels: labels.as_ref(),
         lease,
     };
     Ok(edges(t, &record, &back))
+}
+
+/// The snapshots the conditional labels of a current record reference and whose condition
+/// holds now (their `usedat` as it is now): a record written after the mark has its
+/// conditions judged here, as containerd judges them under its lock.
+fn conditionals_now(
+    txn: &strata_store::db::WriteTxn<'_>,
+    ns: &str,
+    labels: &Labels,
+    now: strata_store::Timestamp,
+) -> Result<Vec<Node>> {
+    let mut out = Vec::new();
+    for (k, v) in labels {
+        let Some((sn, key, conditions)) = conditional(k, v) else {
+            continue;
+        };
+        let used = current_snapshot(txn, ns, sn, key)?.and_then(|s| {
+            s.labels
+                .get(LABEL_USEDAT)
+                .and_then(|u| strata_store::Timestamp::parse_rfc3339(u))
+        });
+        if used.is_some_and(|u| condition_holds(conditions, u, now)) {
+            out.push(Node::snapshot(ns, sn, key));
+        }
+    }
+    Ok(out)
 }
 
 /// Removes one record other than a snapshot; whether it was still there.

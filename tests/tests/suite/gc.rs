@@ -293,6 +293,73 @@ fn collect_and_check(store: &Store, seeded: &Seeded) -> strata_gc::Report {
     report
 }
 
+/// A record written between the mark and the sweep whose conditional label references a
+/// snapshot no one else keeps but that was used recently: the sweep's late trace judges the
+/// condition on the records as they are then, and keeps the snapshot (containerd, which holds
+/// its lock through the mark, keeps it too). Removing the image lets it go.
+#[test]
+fn a_conditional_reference_written_during_the_mark_keeps_its_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), small_options()).expect("open");
+    let sn = Snapshotter::native(&store).expect("native");
+    let used = Timestamp::now().to_rfc3339();
+    committed(
+        &sn,
+        "cached",
+        None,
+        labels(&[("containerd.io/gc.cond.value-usedat", &used)]),
+    );
+    let s = scope(NS);
+    let manifest = put_blob(
+        &store,
+        &s,
+        "manifest",
+        b"manifest",
+        labels(&[("containerd.io/gc.root", "1")]),
+    );
+    // The failpoint registry is global to this test binary: only this thread's collection
+    // writes, once.
+    let me = std::thread::current().id();
+    let written = std::sync::Arc::new(AtomicBool::new(false));
+    let (st, sc, w) = (store.clone(), s.clone(), written.clone());
+    fail::cfg_callback("gc.mark.after", move || {
+        if std::thread::current().id() != me || w.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut image = strata_store::images::Image::new(
+            "app",
+            strata_store::images::Descriptor {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                digest: manifest.clone(),
+                size: 8,
+                annotations: BTreeMap::new(),
+            },
+        );
+        image.labels.insert(
+            "containerd.io/gc.cond.snapshot.native".into(),
+            "usedat<1h|cached".into(),
+        );
+        st.images()
+            .create(&sc, image)
+            .expect("image during the mark");
+    })
+    .expect("arm failpoint");
+    let report = collect(&store);
+    fail::remove("gc.mark.after");
+    let report = report.expect("collect");
+    assert!(
+        written.load(Ordering::SeqCst),
+        "the write ran between mark and sweep"
+    );
+    assert!(report.kept_late >= 1, "{report:?}");
+    assert!(!report.removed.contains(&snap("cached")), "{report:?}");
+    assert!(sn.stat(NS, "cached").is_ok(), "the snapshot is kept");
+
+    store.images().delete(&s, "app").expect("delete image");
+    let report = collect(&store).expect("collect");
+    assert!(report.removed.contains(&snap("cached")), "{report:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The child.
 
@@ -375,6 +442,15 @@ fn gc_crash_at(
 /// The garbage's files: every file of `before` that the end state does not keep.
 fn garbage_files(before: &BTreeSet<PathBuf>, after: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
     before.difference(after).cloned().collect()
+}
+
+#[test]
+fn kill_between_mark_and_sweep_changes_nothing_and_the_next_collection_does_it() {
+    let (_d, store, seeded, before) = gc_crash_at("gc.mark.after");
+    assert_eq!(listing(&store), before, "a mark writes nothing");
+    let report = collect_and_check(&store, &seeded);
+    let removed: BTreeSet<Node> = report.removed.iter().cloned().collect();
+    assert_eq!(removed, seeded.garbage);
 }
 
 #[test]
