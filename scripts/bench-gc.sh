@@ -60,6 +60,11 @@ t() {
         else printf "%.0f µs\n", v * 1000 }'
 }
 lines() { grep "^strata-bench-gc: $1 " "$log" || true; }
+# The phase columns of a collect or garbage line: whole GC median (max) | mark median |
+# sweep median (max) | cleanup median.
+phases() {
+    echo "$(t "$(field "$1" total_median_ms)") ($(t "$(field "$1" total_max_ms)")) | $(t "$(field "$1" mark_median_ms)") | $(t "$(field "$1" sweep_median_ms)") ($(t "$(field "$1" sweep_max_ms)")) | $(t "$(field "$1" cleanup_median_ms)")"
+}
 
 grep -E '^(date|nproc|cpu|kernel|bench directory|load at [a-z]+|command|code|env):' "$log" | sed 's/^/    /'
 echo
@@ -74,7 +79,7 @@ while read -r l; do
     est="$target/criterion/collect/${n}_sets/new/estimates.json"
     crit=""
     [[ -f "$est" ]] && crit=$(t "$(jq '.median.point_estimate / 1e6' "$est")")
-    echo "| $n | ${crit:-–} | $(field "$l" runs) | $(t "$(field "$l" total_median_ms)") ($(t "$(field "$l" total_max_ms)")) | $(t "$(field "$l" mark_median_ms)") | $(t "$(field "$l" sweep_median_ms)") ($(t "$(field "$l" sweep_max_ms)")) | $(t "$(field "$l" cleanup_median_ms)") |"
+    echo "| $n | ${crit:-–} | $(field "$l" runs) | $(phases "$l") |"
 done <<<"$(lines collect)"
 echo
 
@@ -84,7 +89,7 @@ echo "| sets | garbage sets | records removed | files removed | runs | whole GC 
 echo "|---|---|---|---|---|---|---|---|---|"
 while read -r l; do
     [[ -n "$l" ]] || continue
-    echo "| $(field "$l" sets) | $(field "$l" garbage_sets) | $(field "$l" records_removed) | $(field "$l" files_removed) | $(field "$l" runs) | $(t "$(field "$l" total_median_ms)") ($(t "$(field "$l" total_max_ms)")) | $(t "$(field "$l" mark_median_ms)") | $(t "$(field "$l" sweep_median_ms)") ($(t "$(field "$l" sweep_max_ms)")) | $(t "$(field "$l" cleanup_median_ms)") |"
+    echo "| $(field "$l" sets) | $(field "$l" garbage_sets) | $(field "$l" records_removed) | $(field "$l" files_removed) | $(field "$l" runs) | $(phases "$l") |"
 done <<<"$(lines garbage)"
 echo
 

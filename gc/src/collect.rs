@@ -126,11 +126,9 @@ pub fn collect_at(store: &Store, now: Timestamp) -> Result<Report> {
 fn joined<'s>(
     handle: std::thread::ScopedJoinHandle<'_, Result<cleanup::Listing<'s>>>,
 ) -> Result<cleanup::Listing<'s>> {
-    handle.join().unwrap_or_else(|_| {
-        Err(crate::Error::Graph(
-            "the directory listing thread panicked".into(),
-        ))
-    })
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(crate::Error::Panicked("directory listing")))
 }
 
 /// Reclaims what a crash left: files no record names. Also reports records whose data is

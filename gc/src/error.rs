@@ -16,4 +16,7 @@ pub enum Error {
     /// The store holds more objects than the collector's graph can index.
     #[error("cannot build the collection graph: {0}")]
     Graph(String),
+    /// A helper thread of the collection (the directory listing) panicked.
+    #[error("the collection's {0} thread panicked")]
+    Panicked(&'static str),
 }

@@ -53,6 +53,7 @@ use strata_store::bulk::unique_bytes;
 use strata_store::containers::Container;
 use strata_store::images::{Descriptor, Image};
 use strata_store::{Scope, Store, StoreOptions};
+use strata_tests::bench::peak_rss;
 use tempfile::TempDir;
 
 /// The namespace every set lives in.
@@ -199,18 +200,6 @@ fn scratch_dir(name: &str) -> TempDir {
         .prefix(&format!("strata-bench-gc-{name}-"))
         .tempdir_in(&parent)
         .expect("create scratch directory")
-}
-
-/// `VmHWM` (peak resident set) of this process.
-fn peak_rss() -> String {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
-        })
-        .map_or_else(|| "VmHWM unavailable".into(), |v| format!("VmHWM {v}"))
 }
 
 fn ms(d: Duration) -> String {

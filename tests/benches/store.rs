@@ -30,6 +30,7 @@ use redb::TableDefinition;
 use strata_store::content::WriterOptions;
 use strata_store::images::{Descriptor, Image};
 use strata_store::{Algorithm, Digest, Scope, Store, StoreOptions};
+use strata_tests::bench::peak_rss;
 use tempfile::TempDir;
 
 const KIB: usize = 1024;
@@ -217,18 +218,6 @@ impl Source {
         let reference = format!("ingest-{}-{seq}", self.buf.len());
         (reference, Digest::of(Algorithm::Sha256, &self.buf))
     }
-}
-
-/// `VmHWM` (peak resident set) of this process.
-fn peak_rss() -> String {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
-        })
-        .map_or_else(|| "VmHWM unavailable".into(), |v| format!("VmHWM {v}"))
 }
 
 /// A small deterministic generator for random picks (no `rand` dependency in this crate).

@@ -14,6 +14,8 @@
 //!
 //! This library is the support: [`fixture`] builds deterministic OCI images (layers from
 //! entry lists, configs, manifests, indexes, layouts and archives); `examples/make-sample.rs`
-//! writes [`fixture::sample()`] as `fixtures/sample.tar`.
+//! writes [`fixture::sample()`] as `fixtures/sample.tar`; [`bench`] holds what the benchmarks
+//! share.
 
+pub mod bench;
 pub mod fixture;

@@ -17,9 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use strata_snapshotter::{Kind, Snapshotter};
 use strata_store::content::WriterOptions;
@@ -27,7 +25,8 @@ use strata_store::{Digest, ErrorKind, Store};
 
 use crate::snapshots::{Mounted, Work, unrecorded_dirs};
 use crate::support::{
-    TestStore, bytes, labels, put_blob, scope, sha256, small_options, snapshotter,
+    TestStore, assert_killed_at, bytes, labels, put_blob, run_child_test, scope, sha256,
+    small_options, snapshotter,
 };
 
 const CHILD_FAILPOINT: &str = "STRATA_CRASH_FAILPOINT";
@@ -106,27 +105,13 @@ fn run_child(failpoint: &str, root: &Path) {
 }
 
 fn run_child_with(failpoint: &str, root: &Path, envs: &[(&str, &str)]) {
-    let out = Command::new(std::env::current_exe().expect("test binary path"))
-        .args([
-            "--exact",
-            "crash::crash_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_FAILPOINT, failpoint)
-        .env(CHILD_ROOT, root)
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn child");
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "child for {failpoint} was not killed at the failpoint: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut all: Vec<(&str, &std::ffi::OsStr)> = vec![
+        (CHILD_FAILPOINT, failpoint.as_ref()),
+        (CHILD_ROOT, root.as_os_str()),
+    ];
+    all.extend(envs.iter().map(|(k, v)| (*k, v.as_ref())));
+    let out = run_child_test("crash::crash_child", &all);
+    assert_killed_at(&out, failpoint);
 }
 
 /// Every record has its complete blob, and every blob file holds the bytes its name says.

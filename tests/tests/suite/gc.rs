@@ -11,9 +11,7 @@
 //!   imported and unpacked (user-pain 18): the unpack succeeds and its chain mounts.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use strata_gc::{Kind as NodeKind, Node, collect, dry_run};
@@ -25,7 +23,9 @@ use strata_store::{Digest, ErrorKind, Store, Timestamp};
 use strata_tests::fixture::{self, Entry, Image, ImageBuilder, Layer, OciLayout};
 
 use crate::snapshots::{Mounted, Work};
-use crate::support::{labels, put_blob, scope, small_options, snapshotter};
+use crate::support::{
+    assert_killed_at, labels, put_blob, run_child_test, scope, small_options, snapshotter,
+};
 
 const CHILD_FAILPOINT: &str = "STRATA_GC_FAILPOINT";
 const CHILD_ACTION: &str = "STRATA_GC_ACTION";
@@ -44,6 +44,11 @@ struct Seeded {
     kept_snapshots: Vec<&'static str>,
     /// The records a collection removes.
     garbage: BTreeSet<Node>,
+}
+
+/// The paths of cleanup's orphans.
+fn paths(orphans: &[strata_gc::cleanup::Orphan]) -> BTreeSet<PathBuf> {
+    orphans.iter().map(|o| o.path.clone()).collect()
 }
 
 fn content(d: &Digest) -> Node {
@@ -399,20 +404,14 @@ fn gc_child() {
 }
 
 fn run_child(failpoint: &str, action: &str, root: &Path) -> std::process::Output {
-    Command::new(std::env::current_exe().expect("test binary path"))
-        .args([
-            "--exact",
-            "gc::gc_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_FAILPOINT, failpoint)
-        .env(CHILD_ROOT, root)
-        .env(CHILD_ACTION, action)
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn child")
+    run_child_test(
+        "gc::gc_child",
+        &[
+            (CHILD_FAILPOINT, failpoint.as_ref()),
+            (CHILD_ROOT, root.as_os_str()),
+            (CHILD_ACTION, action.as_ref()),
+        ],
+    )
 }
 
 /// Seeds a store, kills a child collecting it at `failpoint`, reopens. Returns the root (kept
@@ -428,13 +427,7 @@ fn gc_crash_at(
     let dir = tempfile::tempdir().expect("tempdir");
     let (seeded, before) = seed_closed(dir.path());
     let out = run_child(failpoint, "kill", dir.path());
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "child for {failpoint} was not killed at the failpoint: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_killed_at(&out, failpoint);
     let store = Store::open(dir.path(), small_options()).expect("reopen after kill -9");
     (dir, store, seeded, before)
 }
@@ -466,12 +459,7 @@ fn kill_before_sweep_commit_loses_the_sweep_and_the_next_collection_does_it() {
     assert_eq!(removed, seeded.garbage);
     let after = listing(&store).1;
     assert_eq!(
-        report
-            .files
-            .removed
-            .iter()
-            .map(|o| o.path.clone())
-            .collect::<BTreeSet<_>>(),
+        paths(&report.files.removed),
         garbage_files(&before.1, &after)
     );
 }
@@ -494,13 +482,8 @@ fn kill_after_sweep_commit_leaves_only_orphan_files_which_the_next_collection_re
         "the records went before the kill"
     );
     let after = listing(&store).1;
-    let orphans: BTreeSet<PathBuf> = plan.orphans.iter().map(|o| o.path.clone()).collect();
-    let removed: BTreeSet<PathBuf> = report
-        .files
-        .removed
-        .iter()
-        .map(|o| o.path.clone())
-        .collect();
+    let orphans = paths(&plan.orphans);
+    let removed = paths(&report.files.removed);
     assert_eq!(
         orphans,
         garbage_files(&before.1, &after),
@@ -524,13 +507,8 @@ fn kill_during_cleanup_leaves_only_orphan_files_which_the_next_collection_remove
     assert!(!plan.orphans.is_empty());
     let report = collect_and_check(&store, &seeded);
     assert!(report.removed.is_empty());
-    let removed: BTreeSet<PathBuf> = report
-        .files
-        .removed
-        .iter()
-        .map(|o| o.path.clone())
-        .collect();
-    let orphans: BTreeSet<PathBuf> = plan.orphans.iter().map(|o| o.path.clone()).collect();
+    let removed = paths(&report.files.removed);
+    let orphans = paths(&plan.orphans);
     assert_eq!(removed, orphans);
     let after = listing(&store).1;
     assert_eq!(garbage_files(&files, &after), orphans);

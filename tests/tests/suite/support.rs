@@ -106,3 +106,33 @@ pub fn have_tool(tool: &str) -> bool {
     }
     found
 }
+
+/// Runs the ignored test `test` of this test binary alone in a child process, with `envs`
+/// set: how the crash tests get a process they can kill at a failpoint.
+pub fn run_child_test(test: &str, envs: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().expect("test binary path"))
+        .args([
+            "--exact",
+            test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("spawn child")
+}
+
+/// Asserts that a child of [`run_child_test`] died of SIGKILL, as a failpoint armed with
+/// `return(kill)` makes it.
+pub fn assert_killed_at(out: &std::process::Output, failpoint: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "child for {failpoint} was not killed at the failpoint: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
